@@ -1,0 +1,448 @@
+"""Configuration: the YAML file, environment overrides, and validation with named fields.
+
+The seed's configuration is accepted verbatim; richer forms extend it (a route given as a
+mapping, a rate-limit tier given as windows, per-service breaker settings). Unknown keys are
+errors, so a typo never silently turns a policy off.
+
+Load order: defaults < file (`--config`, `$GATEWAY_CONFIG`, `./gateway.yaml`) < environment
+(`GATEWAY_SECTION__KEY=value`, values parsed as YAML scalars, e.g. `GATEWAY_REDIS__URL`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+ENV_PREFIX = "GATEWAY_"
+DEFAULT_CONFIG_FILE = "gateway.yaml"
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; the message names the field and the problem."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"must be an http:// or https:// URL with a host, got {value!r}")
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        raise ValueError(f"bad port in {value!r}") from exc
+    if parts.query or parts.fragment:
+        raise ValueError(f"must not carry a query or fragment, got {value!r}")
+    return value.rstrip("/")
+
+
+# -- circuit breaker ---------------------------------------------------------------------------
+class ErrorRatioSettings(Section):
+    """Open when the failure ratio over a rolling window exceeds `threshold`."""
+
+    threshold: float = Field(0.5, gt=0, le=1)
+    window: float = Field(30, gt=0, description="rolling window, seconds")
+    min_requests: int = Field(20, ge=1)
+
+
+class BreakerSettings(Section):
+    """The seed's `circuit_breaker` block; a service may override any of it."""
+
+    enabled: bool = True
+    mode: Literal["consecutive", "error_ratio"] = "consecutive"
+    failure_threshold: int = Field(5, ge=1, description="consecutive failures that open it")
+    timeout: float = Field(60, gt=0, description="seconds open before half-open")
+    half_open_timeout: float = Field(30, gt=0, description="lease of a half-open probe, seconds")
+    half_open_max_calls: int = Field(1, ge=1)
+    success_threshold: int = Field(1, ge=1)
+    error_ratio: ErrorRatioSettings = ErrorRatioSettings()
+    failure_statuses: list[int] = Field(default_factory=lambda: list(range(500, 600)))
+
+    @field_validator("failure_statuses")
+    @classmethod
+    def _statuses(cls, value: list[int]) -> list[int]:
+        for status in value:
+            if not 500 <= status <= 599:
+                raise ValueError(f"only 5xx statuses can count as failures, got {status}")
+        return value
+
+
+# -- services ----------------------------------------------------------------------------------
+class ServiceSettings(Section):
+    """An upstream service: one URL, or several `targets` balanced round-robin."""
+
+    url: str | None = None
+    targets: list[str] = Field(default_factory=list)
+    timeout: float = Field(10, gt=0, description="seconds for the whole upstream exchange")
+    connect_timeout: float = Field(2, gt=0)
+    health_path: str = "/health"
+    health_interval: float = Field(10, gt=0)
+    circuit_breaker: dict[str, Any] | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        return None if value is None else _check_http_url(value)
+
+    @field_validator("targets")
+    @classmethod
+    def _targets(cls, value: list[str]) -> list[str]:
+        return [_check_http_url(v) for v in value]
+
+    @field_validator("health_path")
+    @classmethod
+    def _health_path(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("must start with '/'")
+        return value
+
+    @model_validator(mode="after")
+    def _one_of(self) -> ServiceSettings:
+        if not self.url and not self.targets:
+            raise ValueError("needs 'url' (or a list of 'targets')")
+        if self.url and self.targets:
+            raise ValueError("give either 'url' or 'targets', not both")
+        if self.circuit_breaker is not None:
+            BreakerSettings(**self.circuit_breaker)  # validate the override early
+        return self
+
+    @property
+    def upstreams(self) -> list[str]:
+        return [self.url] if self.url else list(self.targets)
+
+
+# -- rate limits -------------------------------------------------------------------------------
+Algorithm = Literal["sliding_window", "sliding_log"]
+
+
+class RateWindow(Section):
+    """`limit` requests per `window` seconds."""
+
+    limit: int = Field(ge=1)
+    window: float = Field(gt=0)
+
+
+class TierSettings(Section):
+    """A tier's windows; the seed's plain number means that many requests per minute."""
+
+    windows: list[RateWindow] = Field(min_length=1)
+    algorithm: Algorithm | None = None
+
+
+class RouteRateLimit(Section):
+    """A route's extra windows, applied on top of the consumer's tier (both must allow)."""
+
+    windows: list[RateWindow] = Field(min_length=1)
+    methods: list[str] | None = None
+    algorithm: Algorithm | None = None
+
+
+class RateLimitSettings(Section):
+    enabled: bool = True
+    algorithm: Algorithm = "sliding_window"
+    on_store_failure: Literal["open", "closed", "local"] = "local"
+    headers: bool = True
+
+
+# -- cache -------------------------------------------------------------------------------------
+class CacheSettings(Section):
+    """The seed's `cache: {ttl: 300}`: freshness for responses that carry none of their own."""
+
+    enabled: bool = True
+    ttl: float = Field(300, ge=0)
+    max_body_bytes: int = Field(1_048_576, ge=0)
+    lock_timeout: float = Field(5, gt=0, description="lease of a miss being filled, seconds")
+    max_variants: int = Field(8, ge=1)
+
+
+class RouteCache(Section):
+    enabled: bool = True
+    ttl: float | None = Field(None, ge=0)
+
+
+# -- routes ------------------------------------------------------------------------------------
+HTTP_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
+
+
+class RouteSettings(Section):
+    """A routed prefix. The seed's short form `/api/users: users` means `{service: users}`."""
+
+    service: str
+    strip_prefix: bool = False
+    methods: list[str] | None = None
+    cache: RouteCache = RouteCache()
+    rate_limit: RouteRateLimit | None = None
+    timeout: float | None = Field(None, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _cache_bool(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and isinstance(data.get("cache"), bool):
+            data = {**data, "cache": {"enabled": data["cache"]}}
+        return data
+
+    @field_validator("methods")
+    @classmethod
+    def _methods(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        upper = [m.upper() for m in value]
+        for m in upper:
+            if m not in HTTP_METHODS:
+                raise ValueError(f"unknown HTTP method {m!r}")
+        return upper
+
+
+# -- identity ----------------------------------------------------------------------------------
+class ConsumerSettings(Section):
+    """An API consumer. Keys are stored as SHA-256 hex digests, never in clear."""
+
+    id: str = Field(min_length=1, max_length=128)
+    tier: str = "default"
+    key_sha256: str
+
+    @field_validator("key_sha256")
+    @classmethod
+    def _hex(cls, value: str) -> str:
+        if not re.fullmatch(r"[0-9a-fA-F]{64}", value):
+            raise ValueError("must be the 64-hex-digit SHA-256 of the key")
+        return value.lower()
+
+
+class AuthSettings(Section):
+    mode: Literal["api_keys", "headers"] = "api_keys"
+    consumers: list[ConsumerSettings] = Field(default_factory=list)
+    admin_keys_sha256: list[str] = Field(default_factory=list)
+
+    @field_validator("admin_keys_sha256")
+    @classmethod
+    def _hexes(cls, value: list[str]) -> list[str]:
+        for v in value:
+            if not re.fullmatch(r"[0-9a-fA-F]{64}", v):
+                raise ValueError("each entry must be the 64-hex-digit SHA-256 of an admin key")
+        return [v.lower() for v in value]
+
+
+# -- store, proxy, logging ---------------------------------------------------------------------
+class RedisSettings(Section):
+    """Omit `url` to run on the embedded in-process store (single process only)."""
+
+    url: str | None = None
+    timeout: float = Field(0.25, gt=0, description="seconds any one store call may take")
+    connect_timeout: float = Field(0.25, gt=0)
+    probe_interval: float = Field(1.0, gt=0)
+    key_prefix: str = "gw"
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        scheme = urlsplit(value).scheme
+        if scheme not in ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster", "redis+sentinel"):
+            raise ValueError(
+                "must be redis://, rediss://, unix://, redis+cluster:// or redis+sentinel://, "
+                f"got {value!r}"
+            )
+        return value
+
+
+class ProxySettings(Section):
+    trusted_proxies: list[str] = Field(default_factory=list)
+    max_body_bytes: int = Field(128 * 1024 * 1024, ge=0, description="0 means unlimited")
+    max_header_bytes: int = Field(32 * 1024, ge=1024)
+    pool_size: int = Field(256, ge=1, description="keep-alive connections per process")
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _cidrs(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{item!r} is not an IP address or CIDR network") from exc
+        return value
+
+
+class LoggingSettings(Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["json", "text"] = "json"
+    access_log: bool = True
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+
+# -- the whole file ----------------------------------------------------------------------------
+class GatewayConfig(Section):
+    services: dict[str, ServiceSettings]
+    routes: dict[str, RouteSettings]
+    rate_limits: dict[str, TierSettings] = Field(
+        default_factory=lambda: {
+            "default": TierSettings(windows=[RateWindow(limit=100, window=60)]),
+            "anonymous": TierSettings(windows=[RateWindow(limit=50, window=60)]),
+            "premium": TierSettings(windows=[RateWindow(limit=1000, window=60)]),
+        }
+    )
+    rate_limit: RateLimitSettings = RateLimitSettings()
+    circuit_breaker: BreakerSettings = BreakerSettings()
+    cache: CacheSettings = CacheSettings()
+    auth: AuthSettings = AuthSettings()
+    redis: RedisSettings = RedisSettings()
+    proxy: ProxySettings = ProxySettings()
+    logging: LoggingSettings = LoggingSettings()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short_forms(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            return data
+        data = dict(data)
+        routes = data.get("routes")
+        if isinstance(routes, Mapping):
+            data["routes"] = {
+                prefix: {"service": spec} if isinstance(spec, str) else spec
+                for prefix, spec in routes.items()
+            }
+        tiers = data.get("rate_limits")
+        if isinstance(tiers, Mapping):
+            data["rate_limits"] = {name: _tier_short_form(spec) for name, spec in tiers.items()}
+        return data
+
+    @field_validator("routes")
+    @classmethod
+    def _prefixes(cls, value: dict[str, RouteSettings]) -> dict[str, RouteSettings]:
+        for prefix in value:
+            if not prefix.startswith("/") or prefix != "/" and prefix.endswith("/"):
+                raise ValueError(f"route {prefix!r} must start with '/' and not end with '/'")
+            if re.search(r"(^|/)\.\.?(/|$)|%|\\|//", prefix):
+                raise ValueError(f"route {prefix!r} must be a plain path (no dot-segments, %, \\ or //)")
+        return value
+
+    @model_validator(mode="after")
+    def _references(self) -> GatewayConfig:
+        for prefix, route in self.routes.items():
+            if route.service not in self.services:
+                raise ValueError(
+                    f"routes.{prefix}.service: unknown service {route.service!r} "
+                    f"(known: {', '.join(sorted(self.services)) or 'none'})"
+                )
+        for consumer in self.auth.consumers:
+            if consumer.tier not in self.rate_limits:
+                raise ValueError(f"auth.consumers.{consumer.id}.tier: unknown tier {consumer.tier!r}")
+        for name in ("default", "anonymous"):
+            if name not in self.rate_limits:
+                raise ValueError(f"rate_limits.{name}: the {name!r} tier is required")
+        ids = [c.id for c in self.auth.consumers]
+        if len(ids) != len(set(ids)):
+            raise ValueError("auth.consumers: consumer ids must be unique")
+        return self
+
+    def breaker_for(self, service: str) -> BreakerSettings:
+        """The global breaker settings with the service's own overrides applied."""
+        override = self.services[service].circuit_breaker
+        if not override:
+            return self.circuit_breaker
+        return BreakerSettings(**{**self.circuit_breaker.model_dump(), **override})
+
+
+def _tier_short_form(spec: Any) -> Any:
+    if isinstance(spec, bool):
+        return spec  # let validation name it
+    if isinstance(spec, int | float):
+        return {"windows": [{"limit": spec, "window": 60}]}
+    if isinstance(spec, list):
+        return {"windows": spec}
+    return spec
+
+
+# -- loading -----------------------------------------------------------------------------------
+def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """`GATEWAY_REDIS__URL=x` -> {"redis": {"url": "x"}}; values are parsed as YAML scalars."""
+    tree: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        path = [p.lower() for p in name[len(ENV_PREFIX):].split("__") if p]
+        try:
+            value = yaml.safe_load(raw) if raw != "" else None
+        except yaml.YAMLError:
+            value = raw
+        node = tree
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{name}: conflicts with another override")
+        node[path[-1]] = value
+    return tree
+
+
+def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(dict(out[key]), value)
+        else:
+            out[key] = value
+    return out
+
+
+def config_path(explicit: str | None = None, environ: Mapping[str, str] | None = None) -> Path:
+    environ = os.environ if environ is None else environ
+    return Path(explicit or environ.get("GATEWAY_CONFIG") or DEFAULT_CONFIG_FILE)
+
+
+def parse_config(data: Any, source: str = "config") -> GatewayConfig:
+    """Validate a mapping; raise ConfigError naming every bad field."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{source}: the top level must be a mapping of sections")
+    try:
+        return GatewayConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: invalid configuration\n" + _describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif err["type"] == "missing":
+            msg = "required field is missing"
+        lines.append(f"  {loc or '(top level)'}: {msg}")
+    return "\n".join(lines)
+
+
+def load_config(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> GatewayConfig:
+    """Read the file, apply environment overrides, validate."""
+    environ = os.environ if environ is None else environ
+    file = config_path(str(path) if path else None, environ)
+    try:
+        text = file.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{file}: config file not found (use --config or GATEWAY_CONFIG)") from None
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot read: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{file}: not valid YAML: {exc}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{file}: the top level must be a mapping of sections")
+    return parse_config(_merge(dict(data), env_overrides(environ)), str(file))

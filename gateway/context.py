@@ -1,0 +1,102 @@
+"""Per-request state handed through the policies, and the response they hand back."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from gateway.routing import Route
+
+Headers = list[tuple[bytes, bytes]]  # lower-case names, as ASGI carries them
+
+
+@dataclass(slots=True)
+class Consumer:
+    """Who is calling, as verified by the identity step (never taken from a spoofable header)."""
+
+    id: str
+    tier: str
+    authenticated: bool
+    rate_key: str  # what rate-limit counters are keyed on: consumer id, or client IP if anonymous
+
+
+@dataclass(slots=True)
+class Response:
+    """A response on its way back through the policies.
+
+    `stream`, when set, yields the body; otherwise `body` is the whole body. `close` releases
+    whatever the stream holds (the upstream connection) and is always called once.
+    """
+
+    status: int
+    headers: Headers = field(default_factory=list)
+    body: bytes = b""
+    stream: AsyncIterator[bytes] | None = None
+    close: Callable[[], None] | None = None
+
+    def header(self, name: bytes) -> bytes | None:
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+    def set_header(self, name: bytes, value: bytes) -> None:
+        self.headers = [(k, v) for k, v in self.headers if k != name]
+        self.headers.append((name, value))
+
+
+@dataclass(slots=True)
+class UpstreamOutcome:
+    """What the upstream did, for the breaker and the metrics. `failure` is None on success."""
+
+    status: int | None = None
+    failure: str | None = None  # "connect" | "reset" | "timeout" | "status"
+    duration: float = 0.0  # seconds
+    target: str = ""
+
+
+@dataclass(slots=True)
+class RequestContext:
+    """Everything the hot path knows about one request."""
+
+    scope: dict[str, Any]
+    receive: Callable[[], Awaitable[dict[str, Any]]]
+    request_id: str
+    method: str
+    path: str  # percent-decoded, used for matching
+    raw_path: bytes  # as received, forwarded upstream unchanged
+    query_string: bytes
+    headers: Headers  # what goes upstream; policies may edit it
+    client_ip: str
+    scheme: str
+    route: Route
+    started: float = field(default_factory=time.perf_counter)
+    consumer: Consumer | None = None
+    # Headers every policy wants on the response (RateLimit-*, X-Cache, ...).
+    response_headers: Headers = field(default_factory=list)
+    upstream: UpstreamOutcome | None = None
+    cache_status: str | None = None
+    breaker_state: str | None = None
+    rate_limit_remaining: int | None = None
+    client_disconnected: bool = False
+    # Work to do after the response has been sent (recording outcomes, storing cache entries).
+    after_response: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # Free-form per-policy state, keyed by policy name.
+    state: dict[str, Any] = field(default_factory=dict)
+
+    def header(self, name: bytes) -> bytes | None:
+        """First value of a request header (lower-case name)."""
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+    def remove_header(self, name: bytes) -> None:
+        self.headers = [(k, v) for k, v in self.headers if k != name]
+
+    @property
+    def service(self) -> str:
+        return self.route.service

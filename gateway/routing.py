@@ -1,0 +1,68 @@
+"""Routes: which service a path belongs to, and paths that try to leave their route."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from gateway.config import GatewayConfig, RouteSettings
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """A routed prefix. Its identity is the prefix itself, never its position in the file."""
+
+    prefix: str
+    service: str
+    settings: RouteSettings
+
+    @property
+    def methods(self) -> frozenset[str] | None:
+        return frozenset(self.settings.methods) if self.settings.methods else None
+
+    def upstream_path(self, raw_path: bytes) -> bytes:
+        """The path sent upstream: unchanged, or without the prefix when the route strips it."""
+        if not self.settings.strip_prefix:
+            return raw_path
+        rest = raw_path[len(self.prefix.encode()) :]
+        return rest if rest.startswith(b"/") else b"/" + rest
+
+
+class RouteTable:
+    """Longest-prefix match on whole path segments: `/api/users` matches `/api/users/7`, not `/api/usersx`."""
+
+    def __init__(self, routes: list[Route]) -> None:
+        self.routes = sorted(routes, key=lambda r: len(r.prefix), reverse=True)
+
+    @classmethod
+    def from_config(cls, config: GatewayConfig) -> RouteTable:
+        return cls([Route(p, s.service, s) for p, s in config.routes.items()])
+
+    def match(self, path: str) -> Route | None:
+        for route in self.routes:
+            prefix = route.prefix
+            if path == prefix or path.startswith(prefix) and (prefix == "/" or path[len(prefix)] == "/"):
+                return route
+        return None
+
+    @property
+    def prefixes(self) -> list[str]:
+        return [r.prefix for r in self.routes]
+
+
+# Encoded '/', '\', NUL and '.' (and their double encodings), raw backslashes: a backend may
+# decode them into a different path than the one we matched, so a route's policies could be
+# bypassed (`/api/users/..%2forders`). Such paths are refused with 400.
+_SUSPICIOUS = re.compile(rb"%(25)*(2f|5c|00|2e)|\\", re.IGNORECASE)
+
+
+def unsafe_path_reason(raw_path: bytes) -> str | None:
+    """Why a raw request path could escape its route, or None if it is safe to forward."""
+    if not raw_path.startswith(b"/"):
+        return "the path must start with '/'"
+    if _SUSPICIOUS.search(raw_path):
+        return "encoded slashes, backslashes, dots or NUL are not allowed in the path"
+    for segment in raw_path.split(b"/"):
+        if segment in (b".", b".."):
+            return "dot-segments are not allowed in the path"
+    return None

@@ -1,0 +1,317 @@
+"""The shared state store: Redis (single, Cluster or Sentinel) or an embedded fakeredis.
+
+Every policy talks to Redis through one `Store` per process, made in the lifespan. Two rules
+from the design shape this module:
+
+* Before the upstream call a request makes at most one round trip. Policies do not call Redis
+  themselves on the request path; they *stage* commands on a `StoreBatch` and read the results
+  after `StoreBatch.execute()` has sent them all in one pipeline.
+* A dead or hung Redis never stalls a request. Every call is bounded by `timeout`; the first
+  failure marks the store down, after which calls fail at once with `StoreUnavailable` until a
+  background probe sees Redis answer again. Each policy decides what "store down" means for it.
+
+Error tree::
+
+    StoreError                 a command failed (bad script, wrong type...)
+     └── StoreUnavailable      the store did not answer in time, or is known to be down
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError, RedisError, ResponseError
+
+log = logging.getLogger("gateway.store")
+
+LUA_DIR = Path(os.environ.get("GATEWAY_LUA_DIR") or Path(__file__).resolve().parent.parent / "lua")
+
+KeyArg = str | bytes
+ScriptArg = str | bytes | int | float
+
+
+class StoreError(Exception):
+    """A store command failed."""
+
+
+class StoreUnavailable(StoreError):
+    """The store did not answer within its timeout, or is known to be down."""
+
+
+class LuaScript:
+    """A Lua file from `lua/`, registered once with redis-py (EVALSHA, reloaded on NOSCRIPT)."""
+
+    def __init__(self, name: str, source: str, client: Any) -> None:
+        self.name = name
+        self.source = source
+        self.script = client.register_script(source)
+
+    @property
+    def sha(self) -> str:
+        return str(self.script.sha)
+
+
+class Pending:
+    """The result of one staged command, filled in by `StoreBatch.execute()`."""
+
+    __slots__ = ("_value", "_error", "_done")
+
+    def __init__(self) -> None:
+        self._value: Any = None
+        self._error: BaseException | None = None
+        self._done = False
+
+    def _set(self, value: Any) -> None:
+        self._value, self._done = value, True
+
+    def _fail(self, error: BaseException) -> None:
+        self._error, self._done = error, True
+
+    @property
+    def ok(self) -> bool:
+        return self._done and self._error is None
+
+    @property
+    def error(self) -> BaseException | None:
+        return self._error
+
+    def result(self) -> Any:
+        """The command's reply; raises `StoreError` / `StoreUnavailable` if it failed."""
+        if not self._done:
+            raise StoreError("batch was not executed")
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+class _Staged:
+    __slots__ = ("script", "args", "pending")
+
+    def __init__(self, script: LuaScript | None, args: tuple[Any, ...], pending: Pending) -> None:
+        self.script = script
+        self.args = args
+        self.pending = pending
+
+
+class StoreBatch:
+    """Commands of every policy for one request, sent to Redis in a single round trip."""
+
+    __slots__ = ("_store", "_staged")
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._staged: list[_Staged] = []
+
+    def __len__(self) -> int:
+        return len(self._staged)
+
+    def eval(self, script: LuaScript, keys: Sequence[KeyArg], args: Sequence[ScriptArg]) -> Pending:
+        """Stage an EVALSHA of `script`."""
+        pending = Pending()
+        self._staged.append(_Staged(script, (len(keys), *keys, *args), pending))
+        return pending
+
+    def call(self, *command: Any) -> Pending:
+        """Stage a plain command, e.g. `batch.call("GET", key)`."""
+        pending = Pending()
+        self._staged.append(_Staged(None, command, pending))
+        return pending
+
+    async def execute(self) -> None:
+        """Send everything staged in one pipeline; never raises, results land in the Pendings."""
+        if self._staged:
+            await self._store.execute(self._staged)
+
+
+class Store:
+    """One process's handle on the shared store. Made in the lifespan, passed in explicitly."""
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        embedded: bool = False,
+        timeout: float = 0.25,
+        probe_interval: float = 1.0,
+        description: str = "",
+    ) -> None:
+        self.client = client
+        self.embedded = embedded
+        self.timeout = timeout
+        self.probe_interval = probe_interval
+        self.description = description or ("embedded" if embedded else "redis")
+        self.available = True
+        self.down_since: float | None = None
+        self.failures = 0
+        self._scripts: dict[str, LuaScript] = {}
+        self._probe_task: asyncio.Task[None] | None = None
+        self._listeners: list[Callable[[bool], Awaitable[None] | None]] = []
+
+    # -- scripts -------------------------------------------------------------------------
+    def script(self, name: str) -> LuaScript:
+        """The Lua script `lua/<name>.lua`, loaded from disk once per process."""
+        found = self._scripts.get(name)
+        if found is None:
+            source = (LUA_DIR / f"{name}.lua").read_text()
+            found = self._scripts[name] = LuaScript(name, source, self.client)
+        return found
+
+    # -- calls ---------------------------------------------------------------------------
+    def batch(self) -> StoreBatch:
+        return StoreBatch(self)
+
+    async def eval(self, script: LuaScript, keys: Sequence[KeyArg], args: Sequence[ScriptArg]) -> Any:
+        """Run one script now (off the hot path: recording outcomes, admin). Raises StoreError."""
+        batch = self.batch()
+        pending = batch.eval(script, keys, args)
+        await batch.execute()
+        return pending.result()
+
+    async def call(self, *command: Any) -> Any:
+        """Run one plain command now with the store's timeout. Raises StoreError."""
+        batch = self.batch()
+        pending = batch.call(*command)
+        await batch.execute()
+        return pending.result()
+
+    async def execute(self, staged: list[_Staged]) -> None:
+        if not self.available:
+            error = StoreUnavailable(f"store {self.description} is down")
+            for item in staged:
+                item.pending._fail(error)
+            return
+        try:
+            replies = await asyncio.wait_for(self._pipeline(staged), self.timeout)
+            retry = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
+            if retry:
+                # Redis restarted or flushed its script cache: load and rerun only those calls.
+                # EVALSHA that failed with NOSCRIPT did not run, so rerunning cannot double-count.
+                for i in retry:
+                    script = staged[i].script
+                    assert script is not None
+                    await asyncio.wait_for(self.client.script_load(script.source), self.timeout)
+                again = await asyncio.wait_for(
+                    self._pipeline([staged[i] for i in retry]), self.timeout
+                )
+                for i, reply in zip(retry, again, strict=True):
+                    replies[i] = reply
+        except (TimeoutError, RedisError, OSError) as exc:
+            if isinstance(exc, ResponseError):  # the server answered: it is up
+                error: StoreError = StoreError(str(exc))
+            else:
+                error = StoreUnavailable(f"store {self.description}: {type(exc).__name__}: {exc}")
+                self.mark_down(error)
+            for item in staged:
+                item.pending._fail(error)
+            return
+        for item, reply in zip(staged, replies, strict=True):
+            if isinstance(reply, Exception):
+                item.pending._fail(StoreError(str(reply)))
+            else:
+                item.pending._set(reply)
+
+    async def _pipeline(self, staged: list[_Staged]) -> list[Any]:
+        pipe = self.client.pipeline(transaction=False)
+        for item in staged:
+            if item.script is not None:
+                pipe.evalsha(item.script.sha, *item.args)
+            else:
+                pipe.execute_command(*item.args)
+        return list(await pipe.execute(raise_on_error=False))
+
+    # -- availability --------------------------------------------------------------------
+    def on_availability(self, listener: Callable[[bool], Awaitable[None] | None]) -> None:
+        """Call `listener(available)` whenever the store goes down or comes back."""
+        self._listeners.append(listener)
+
+    def mark_down(self, error: BaseException) -> None:
+        self.failures += 1
+        if not self.available:
+            return
+        self.available = False
+        self.down_since = time.monotonic()
+        log.warning("store %s unavailable, falling back until it answers: %s", self.description, error)
+        self._notify(False)
+        if self._probe_task is None or self._probe_task.done():
+            self._probe_task = asyncio.get_running_loop().create_task(self._probe())
+
+    def _notify(self, available: bool) -> None:
+        for listener in self._listeners:
+            try:
+                result = listener(available)
+                if asyncio.iscoroutine(result):
+                    asyncio.get_running_loop().create_task(result)
+            except Exception:  # a listener's bug must not take the store down with it
+                log.exception("store availability listener failed")
+
+    async def _probe(self) -> None:
+        while not self.available:
+            await asyncio.sleep(self.probe_interval)
+            try:
+                await asyncio.wait_for(self.client.ping(), self.timeout)
+            except (TimeoutError, RedisError, OSError):
+                continue
+            self.available = True
+            self.down_since = None
+            log.warning("store %s is back, shared state resumes", self.description)
+            self._notify(True)
+
+    async def ping(self) -> bool:
+        """True when the store answers now (used by /ready and /health)."""
+        try:
+            await asyncio.wait_for(self.client.ping(), self.timeout)
+            return True
+        except (TimeoutError, RedisError, OSError):
+            return False
+
+    async def close(self) -> None:
+        if self._probe_task is not None:
+            self._probe_task.cancel()
+        try:
+            await self.client.aclose()
+        except (RedisError, OSError, AttributeError):
+            pass
+
+
+def embedded_store() -> Store:
+    """An in-process fakeredis with Lua: for a first run and tests, single process only."""
+    import fakeredis
+
+    client = fakeredis.FakeAsyncRedis()
+    return Store(client, embedded=True, timeout=5.0, description="embedded (in-process, single process only)")
+
+
+def redis_store(url: str, *, timeout: float = 0.25, connect_timeout: float = 0.25, probe_interval: float = 1.0) -> Store:
+    """A Store on a real Redis URL with short timeouts and no retries.
+
+    redis-py's defaults (5 s timeouts, retries with backoff) stalled requests for a minute when
+    Redis hung; here one attempt bounded by `timeout` is all a request ever waits.
+    """
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    client = aioredis.Redis.from_url(
+        url,
+        socket_timeout=timeout,
+        socket_connect_timeout=connect_timeout,
+        retry=Retry(NoBackoff(), 0),
+        retry_on_timeout=False,
+        health_check_interval=0,
+    )
+    return Store(client, timeout=timeout, probe_interval=probe_interval, description=_redact(url))
+
+
+def _redact(url: str) -> str:
+    """The URL without its password, for logs."""
+    if "@" not in url:
+        return url
+    scheme, _, rest = url.partition("://")
+    creds, _, host = rest.rpartition("@")
+    return f"{scheme}://***@{host}" if creds else url

@@ -1,0 +1,4 @@
+-- ping_time: the store's clock, for smoke-checking script loading.
+-- KEYS: none. ARGV: none.
+-- Returns {seconds, microseconds} from redis.call('TIME').
+return redis.call('TIME')
