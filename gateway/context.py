@@ -75,6 +75,7 @@ class RequestContext:
     route: Route
     started: float = field(default_factory=time.perf_counter)
     consumer: Consumer | None = None
+    target: str | None = None  # upstream base URL chosen for this request (breaker may pick it)
     # Headers every policy wants on the response (RateLimit-*, X-Cache, ...).
     response_headers: Headers = field(default_factory=list)
     upstream: UpstreamOutcome | None = None
