@@ -138,6 +138,11 @@ class TierSettings(Section):
     windows: list[RateWindow] = Field(min_length=1)
     algorithm: Algorithm | None = None
 
+    @field_validator("windows")
+    @classmethod
+    def _distinct(cls, value: list[RateWindow]) -> list[RateWindow]:
+        return _distinct_windows(value)
+
 
 class RouteRateLimit(Section):
     """A route's extra windows, applied on top of the consumer's tier (both must allow)."""
@@ -146,12 +151,42 @@ class RouteRateLimit(Section):
     methods: list[str] | None = None
     algorithm: Algorithm | None = None
 
+    @field_validator("windows")
+    @classmethod
+    def _distinct(cls, value: list[RateWindow]) -> list[RateWindow]:
+        return _distinct_windows(value)
+
+    @field_validator("methods")
+    @classmethod
+    def _methods(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        upper = [m.upper() for m in value]
+        for m in upper:
+            if m not in HTTP_METHODS:
+                raise ValueError(f"unknown HTTP method {m!r}")
+        return upper
+
+
+def _distinct_windows(value: list[RateWindow]) -> list[RateWindow]:
+    # One counter per window length: two windows of the same length would share a key.
+    lengths = [round(w.window * 1000) for w in value]
+    if len(lengths) != len(set(lengths)):
+        raise ValueError("each window length may appear only once")
+    return value
+
 
 class RateLimitSettings(Section):
     enabled: bool = True
     algorithm: Algorithm = "sliding_window"
     on_store_failure: Literal["open", "closed", "local"] = "local"
     headers: bool = True
+    heartbeat_interval: float = Field(
+        2.0, gt=0, description="seconds between replica heartbeats (live count for 'local')"
+    )
+    usage_flush_interval: float = Field(
+        1.0, gt=0, description="seconds between flushes of per-consumer usage counters to Redis"
+    )
 
 
 # -- cache -------------------------------------------------------------------------------------
@@ -222,7 +257,18 @@ class ConsumerSettings(Section):
 class AuthSettings(Section):
     mode: Literal["api_keys", "headers"] = "api_keys"
     consumers: list[ConsumerSettings] = Field(default_factory=list)
+    hide_credentials: bool = Field(
+        True, description="strip X-API-Key / Authorization: Bearer before proxying upstream"
+    )
     admin_keys_sha256: list[str] = Field(default_factory=list)
+
+    @field_validator("consumers")
+    @classmethod
+    def _distinct_keys(cls, value: list[ConsumerSettings]) -> list[ConsumerSettings]:
+        digests = [c.key_sha256 for c in value]
+        if len(digests) != len(set(digests)):
+            raise ValueError("two consumers share the same key_sha256")
+        return value
 
     @field_validator("admin_keys_sha256")
     @classmethod
