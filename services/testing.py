@@ -61,7 +61,8 @@ async def echo(request: web.Request) -> web.Response:
             "method": request.method,
             "path": request.path,
             "raw_path": request.raw_path,
-            "query_string": request.query_string,
+            # Raw, as sent: aiohttp's request.query_string is percent-decoded.
+            "query_string": request.raw_path.partition("?")[2],
             "headers": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in request.raw_headers],
             "transfer_encoding": request.headers.get("Transfer-Encoding"),
             "content_length": request.content_length,

@@ -18,7 +18,9 @@ MakeClient = Callable[[str], Awaitable[TestClient]]
         ("orders", "private, no-cache"),
     ],
 )
-async def test_cache_control_fits_the_data(make_client: MakeClient, name: str, cache_control: str) -> None:
+async def test_cache_control_fits_the_data(
+    make_client: MakeClient, name: str, cache_control: str
+) -> None:
     client = await make_client(name)
     for path in (f"/api/{name}", f"/api/{name}/1"):
         response = await client.get(path)
@@ -37,9 +39,13 @@ async def test_item_has_strong_etag_and_last_modified(products: TestClient) -> N
 
 
 @pytest.mark.parametrize("template", ["{tag}", "W/{tag}", '"other", {tag}', "*"])
-async def test_matching_if_none_match_is_304_without_body(products: TestClient, template: str) -> None:
+async def test_matching_if_none_match_is_304_without_body(
+    products: TestClient, template: str
+) -> None:
     etag = (await products.get("/api/products/3")).headers["ETag"]
-    response = await products.get("/api/products/3", headers={"If-None-Match": template.format(tag=etag)})
+    response = await products.get(
+        "/api/products/3", headers={"If-None-Match": template.format(tag=etag)}
+    )
     assert response.status == 304
     assert await response.read() == b""
     assert response.headers["ETag"] == etag

@@ -21,7 +21,9 @@ async def test_health_names_the_service(make_client: MakeClient, name: str) -> N
 
 
 @pytest.mark.parametrize(("name", "total"), [("users", 10), ("products", 20), ("orders", 5)])
-async def test_list_has_seed_data_and_default_page(make_client: MakeClient, name: str, total: int) -> None:
+async def test_list_has_seed_data_and_default_page(
+    make_client: MakeClient, name: str, total: int
+) -> None:
     client = await make_client(name)
     body = await (await client.get(f"/api/{name}")).json()
     assert body["total"] == total
@@ -78,7 +80,9 @@ async def test_get_by_id_and_missing_id_is_404_problem(users: TestClient) -> Non
 
 
 async def test_create_returns_201_with_location(users: TestClient) -> None:
-    response = await users.post("/api/users", json={"name": "Hedy Lamarr", "email": "hedy@example.com"})
+    response = await users.post(
+        "/api/users", json={"name": "Hedy Lamarr", "email": "hedy@example.com"}
+    )
     assert response.status == 201
     created = await response.json()
     assert created["id"] == 11 and created["tier"] == "free" and created["created_at"].endswith("Z")
@@ -86,7 +90,9 @@ async def test_create_returns_201_with_location(users: TestClient) -> None:
     assert await (await users.get(response.headers["Location"])).json() == created
 
 
-async def test_order_with_product_and_quantity_is_created_for_the_header_user(orders: TestClient) -> None:
+async def test_order_with_product_and_quantity_is_created_for_the_header_user(
+    orders: TestClient,
+) -> None:
     response = await orders.post(
         "/api/orders", json={"product_id": 1, "quantity": 2}, headers={"X-User-ID": "user-7"}
     )
@@ -104,7 +110,9 @@ async def test_order_without_user_header_is_anonymous(orders: TestClient) -> Non
 
 
 @pytest.mark.parametrize("quantity", [0, -1, "2", True, 1.5, None])
-async def test_order_quantity_must_be_a_positive_integer(orders: TestClient, quantity: object) -> None:
+async def test_order_quantity_must_be_a_positive_integer(
+    orders: TestClient, quantity: object
+) -> None:
     response = await orders.post("/api/orders", json={"product_id": 1, "quantity": quantity})
     assert response.status == 422
     assert response.content_type == PROBLEM
@@ -129,7 +137,9 @@ async def test_all_field_errors_are_reported_at_once(products: TestClient) -> No
 
 
 async def test_invalid_json_is_400_and_non_object_is_422(users: TestClient) -> None:
-    response = await users.post("/api/users", data=b"{not json", headers={"Content-Type": "application/json"})
+    response = await users.post(
+        "/api/users", data=b"{not json", headers={"Content-Type": "application/json"}
+    )
     assert response.status == 400
     assert response.content_type == PROBLEM
     response = await users.post("/api/users", json=[1, 2])
@@ -140,7 +150,8 @@ async def test_invalid_json_is_400_and_non_object_is_422(users: TestClient) -> N
 async def test_put_replaces_whole_record_and_ignores_server_fields(users: TestClient) -> None:
     original = await (await users.get("/api/users/2")).json()
     response = await users.put(
-        "/api/users/2", json={"id": 99, "created_at": "x", "name": "G. Hopper", "email": "gh@example.com"}
+        "/api/users/2",
+        json={"id": 99, "created_at": "x", "name": "G. Hopper", "email": "gh@example.com"},
     )
     assert response.status == 200
     replaced = await response.json()

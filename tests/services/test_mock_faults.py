@@ -53,8 +53,14 @@ async def test_reset_header_aborts_mid_body(users: TestClient) -> None:
 
 @pytest.mark.parametrize(
     ("header", "value"),
-    [("X-Mock-Delay", "soon"), ("X-Mock-Delay", "-1"), ("X-Mock-Delay", "nan"), ("X-Mock-Status", "99"),
-     ("X-Mock-Status", "abc"), ("X-Mock-Drop", "maybe")],
+    [
+        ("X-Mock-Delay", "soon"),
+        ("X-Mock-Delay", "-1"),
+        ("X-Mock-Delay", "nan"),
+        ("X-Mock-Status", "99"),
+        ("X-Mock-Status", "abc"),
+        ("X-Mock-Drop", "maybe"),
+    ],
 )
 async def test_bad_fault_header_is_400_problem(users: TestClient, header: str, value: str) -> None:
     response = await users.get("/api/users", headers={header: value})
@@ -87,7 +93,12 @@ async def test_admin_fault_shown_and_cleared(products: TestClient) -> None:
     await products.post("/_mock/faults", json={"delay": 2.0, "status": 503, "drop": False})
     shown = await (await products.get("/_mock/faults")).json()
     assert shown["active"] is True
-    assert (shown["delay"], shown["status"], shown["drop"], shown["times"]) == (2.0, 503, False, None)
+    assert (shown["delay"], shown["status"], shown["drop"], shown["times"]) == (
+        2.0,
+        503,
+        False,
+        None,
+    )
     assert (await products.delete("/_mock/faults")).status == 204
     assert (await (await products.get("/_mock/faults")).json())["active"] is False
     assert (await products.get("/api/products")).status == 200
@@ -109,8 +120,14 @@ async def test_header_overrides_admin_plan(orders: TestClient) -> None:
 
 @pytest.mark.parametrize(
     ("body", "field"),
-    [({"delay": -1}, "delay"), ({"status": 42}, "status"), ({"drop": "yes"}, "drop"),
-     ({"times": 0}, "times"), ({"explode": True}, "explode"), ([], "body")],
+    [
+        ({"delay": -1}, "delay"),
+        ({"status": 42}, "status"),
+        ({"drop": "yes"}, "drop"),
+        ({"times": 0}, "times"),
+        ({"explode": True}, "explode"),
+        ([], "body"),
+    ],
 )
 async def test_admin_rejects_bad_plan(orders: TestClient, body: object, field: str) -> None:
     response = await orders.post("/_mock/faults", json=body)
@@ -121,7 +138,9 @@ async def test_admin_rejects_bad_plan(orders: TestClient, body: object, field: s
 
 
 async def test_admin_rejects_invalid_json(orders: TestClient) -> None:
-    response = await orders.post("/_mock/faults", data=b"{", headers={"Content-Type": "application/json"})
+    response = await orders.post(
+        "/_mock/faults", data=b"{", headers={"Content-Type": "application/json"}
+    )
     assert response.status == 400
 
 
