@@ -1,0 +1,163 @@
+"""The `gateway` command: dev, run, check-config, smoke."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from gateway.config import ConfigError, GatewayConfig, config_path, load_config
+
+DEV_CONFIG = Path(__file__).with_name("dev.yaml")
+DEV_SERVICES = {"users": 8001, "products": 8002, "orders": 8003}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="gateway", description="pygateway: an API gateway")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    dev = sub.add_parser("dev", help="run the gateway on :8000 with the three mock services on the embedded store")
+    dev.add_argument("--config", help="config file (default: the built-in dev config with demo keys)")
+    dev.add_argument("--port", type=int, default=8000)
+    dev.add_argument("--host", default="127.0.0.1")
+
+    run = sub.add_parser("run", help="run the gateway alone")
+    run.add_argument("--config", help="config file (default: $GATEWAY_CONFIG or ./gateway.yaml)")
+    run.add_argument("--host", default="0.0.0.0")
+    run.add_argument("--port", type=int, default=8000)
+    run.add_argument("--workers", type=int, default=1)
+    run.add_argument("--grace", type=float, default=30.0,
+                     help="seconds to drain in-flight requests on SIGTERM (default 30)")
+
+    check = sub.add_parser("check-config", help="validate a config file and exit")
+    check.add_argument("file", nargs="?", help="config file (default: $GATEWAY_CONFIG or ./gateway.yaml)")
+
+    smoke = sub.add_parser("smoke", help="run the README's examples against a live gateway")
+    smoke.add_argument("url", nargs="?", default="http://localhost:8000")
+
+    args = parser.parse_args(argv)
+    if args.command == "check-config":
+        return _check_config(args.file)
+    if args.command == "run":
+        return _run(args)
+    if args.command == "dev":
+        return _dev(args)
+    if args.command == "smoke":
+        from gateway.smoke import run_smoke
+
+        return run_smoke(args.url)
+    return 2
+
+
+def _load(path: str | None) -> GatewayConfig | None:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return None
+
+
+def _check_config(path: str | None) -> int:
+    config = _load(path)
+    if config is None:
+        return 1
+    store = config.redis.url or "embedded store"
+    print(f"{config_path(path)}: OK ({len(config.services)} services, {len(config.routes)} routes, {store})")
+    return 0
+
+
+def _serve(config_file: str, host: str, port: int, workers: int = 1, grace: float = 30.0,
+           text_logs: bool = False) -> int:
+    import uvicorn
+
+    os.environ["GATEWAY_CONFIG"] = str(Path(config_file).resolve())
+    if text_logs:
+        os.environ["GATEWAY_LOGGING__FORMAT"] = "text"
+    options = dict(
+        host=host, port=port, factory=True, lifespan="on", access_log=False,
+        server_header=False, date_header=False, proxy_headers=False, timeout_keep_alive=30, timeout_graceful_shutdown=grace,
+        http="httptools", log_level="warning",
+    )
+    try:
+        import uvloop  # noqa: F401
+
+        options["loop"] = "uvloop"
+    except ImportError:
+        pass
+    config = uvicorn.Config("gateway.entry:create_app", workers=workers, **options)  # type: ignore[arg-type]
+    server = uvicorn.Server(config)
+    if workers > 1:
+        from uvicorn.supervisors import Multiprocess
+
+        sock = config.bind_socket()
+        Multiprocess(config, target=server.run, sockets=[sock]).run()
+        return 0
+    server.run()
+    return 0 if server.started else 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return 1
+    if args.workers < 1:
+        print("gateway: --workers must be at least 1", file=sys.stderr)
+        return 2
+    if args.workers > 1 and not config.redis.url:
+        print("gateway: the embedded store is single-process only: set redis.url "
+              "(or GATEWAY_REDIS__URL) to run several workers", file=sys.stderr)
+        return 1
+    return _serve(str(config_path(args.config)), args.host, args.port, args.workers, args.grace)
+
+
+def _dev(args: argparse.Namespace) -> int:
+    config_file = args.config or str(DEV_CONFIG)
+    config = _load(config_file)
+    if config is None:
+        return 1
+    children: list[subprocess.Popen[bytes]] = []
+    try:
+        for name, port in DEV_SERVICES.items():
+            children.append(subprocess.Popen(
+                [sys.executable, "-m", "services", name, "--host", "127.0.0.1", "--port", str(port)]))
+        for name, port in DEV_SERVICES.items():
+            if not _wait_healthy(f"http://127.0.0.1:{port}/health", children):
+                print(f"gateway dev: mock service {name} did not start on :{port} "
+                      "(is the port in use?)", file=sys.stderr)
+                return 1
+        print(f"gateway dev: mock services on :8001-:8003, gateway on http://{args.host}:{args.port} "
+              "(embedded store; Ctrl-C stops everything)", file=sys.stderr)
+        return _serve(config_file, args.host, args.port, text_logs=True)
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in children:
+            try:
+                child.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                child.kill()
+
+
+def _wait_healthy(url: str, children: list[subprocess.Popen[bytes]], timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(c.poll() is not None for c in children):
+            return False
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:  # noqa: S310 - loopback only
+                if resp.status == 200:
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.1)
+    return False
+
+
+if __name__ == "__main__":
+    sys.exit(main())

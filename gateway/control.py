@@ -1,0 +1,179 @@
+"""The control plane (FastAPI): /, /health, /ready, /metrics, /docs — never the proxied paths."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from gateway import __version__
+from gateway.problem import problem_body
+
+if TYPE_CHECKING:
+    from gateway.runtime import Gateway
+
+PROBLEM = "application/problem+json"
+
+
+def _problem(status: int, detail: str, request: Request, **extra: Any) -> Response:
+    rid = request.headers.get("x-request-id")
+    body = problem_body(status, detail, instance=request.url.path, request_id=rid, **extra)
+    return Response(body, status_code=status, media_type=PROBLEM)
+
+
+def create_control_app(gateway: Gateway) -> FastAPI:
+    app = FastAPI(
+        title="pygateway",
+        version=__version__,
+        description=(
+            "API gateway control plane. Requests under the routed prefixes (see `GET /`) are "
+            "proxied to the backend services through identity, rate limiting, caching and "
+            "circuit breaking."
+        ),
+    )
+    app.state.gateway = gateway
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 404:
+            return _problem(404, f"no route for {request.url.path}", request)
+        return _problem(exc.status_code, str(exc.detail), request)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
+        errors = [
+            {"field": ".".join(str(p) for p in e["loc"][1:]) or e["loc"][0], "message": e["msg"]}
+            for e in exc.errors()
+        ]
+        return _problem(422, "the request is not valid", request, errors=errors)
+
+    @app.get("/", summary="Gateway information: version, routes and services")
+    async def root() -> dict[str, Any]:
+        gw: Gateway = app.state.gateway
+        return {
+            "name": "pygateway",
+            "version": gw.version,
+            "replica": gw.replica_id,
+            "routes": {
+                r.prefix: {
+                    "service": r.service,
+                    "methods": sorted(r.methods) if r.methods else "any",
+                    "strip_prefix": r.settings.strip_prefix,
+                    "cache": r.settings.cache.enabled and gw.config.cache.enabled,
+                }
+                for r in gw.routes.routes
+            },
+            "services": {
+                name: {"upstreams": s.upstreams, "timeout": s.timeout, "health_path": s.health_path}
+                for name, s in gw.config.services.items()
+            },
+            "docs": "/docs",
+        }
+
+    @app.get("/health", summary="Liveness, store status and each service's health")
+    async def health() -> dict[str, Any]:
+        gw: Gateway = app.state.gateway
+        services = gw.health.snapshot()
+        breaker = gw.policies.get("circuit_breaker")
+        if breaker is not None and hasattr(breaker, "metrics"):
+            try:
+                states = await breaker.metrics()
+                for name, info in (states.get("services") or {}).items():
+                    if name in services:
+                        services[name]["circuit_breaker"] = info
+            except Exception:  # the breaker's own fallback state is reported in /metrics
+                pass
+        statuses = {s["status"] for s in services.values()}
+        store = gw.store
+        return {
+            "status": "healthy" if statuses <= {"healthy"} else "degraded",
+            "version": gw.version,
+            "replica": gw.replica_id,
+            "store": {
+                "kind": "embedded" if store is None or store.embedded else "redis",
+                "description": store.description if store else None,
+                "available": bool(store and store.available),
+            },
+            "services": services,
+        }
+
+    @app.get("/ready", summary="Readiness: 503 until config and store are ready, and while draining",
+             responses={503: {"description": "not ready"}})
+    async def ready(request: Request) -> Response:
+        gw: Gateway = app.state.gateway
+        if not gw.ready or gw.draining:
+            reason = "draining" if gw.draining else "starting"
+            return _problem(503, f"gateway is {reason}", request)
+        return JSONResponse({"status": "ready", "replica": gw.replica_id})
+
+    @app.get("/metrics", summary="Request statistics, per-service counts, policies' state")
+    async def metrics(request: Request) -> Response:
+        gw: Gateway = app.state.gateway
+        return Response(json.dumps(await metrics_document(gw)), media_type="application/json")
+
+    _describe_proxied_routes(app, gateway)
+    return app
+
+
+async def metrics_document(gw: Gateway) -> dict[str, Any]:
+    """The seed's /metrics content; sections later features fill are present and empty."""
+    policies = await gw.policy_metrics()
+    return {
+        "replica": gw.replica_id,
+        "requests": gw.stats.snapshot(),
+        "services": gw.stats.services_snapshot(),
+        "rate_limits": policies.get("rate_limit", {}),
+        "circuit_breakers": policies.get("circuit_breaker", {}),
+        "cache": policies.get("cache", {}),
+        "store": {
+            "kind": "embedded" if gw.store is None or gw.store.embedded else "redis",
+            "available": bool(gw.store and gw.store.available),
+            "failures": gw.store.failures if gw.store else 0,
+        },
+    }
+
+
+def _describe_proxied_routes(app: FastAPI, gw: Gateway) -> None:
+    """Add the routed prefixes to /openapi.json (they are served by the hot path, not FastAPI)."""
+    original = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = original()
+        for route in gw.routes.routes:
+            methods = sorted(route.methods) if route.methods else [
+                "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+            op = {
+                "tags": ["proxied"],
+                "summary": f"Proxied to service '{route.service}'",
+                "description": (
+                    f"Forwarded to `{route.service}` "
+                    f"({', '.join(gw.config.services[route.service].upstreams)}), path "
+                    f"{'without' if route.settings.strip_prefix else 'with'} the prefix, after "
+                    "identity, rate limiting, caching and circuit breaking."
+                ),
+                "responses": {
+                    "200": {"description": "The upstream's response"},
+                    "429": {"description": "Rate limited", "content": {PROBLEM: {}}},
+                    "502": {"description": "Upstream refused or reset", "content": {PROBLEM: {}}},
+                    "503": {"description": "Circuit open", "content": {PROBLEM: {}}},
+                    "504": {"description": "Upstream timeout", "content": {PROBLEM: {}}},
+                },
+            }
+            path_ops = {m.lower(): dict(op, operationId=f"proxy_{m.lower()}_{route.service}_{i}")
+                        for i, m in enumerate(methods)}
+            schema.setdefault("paths", {})[route.prefix] = path_ops
+            sub = {m: dict(o, operationId=o["operationId"] + "_sub",
+                           parameters=[{"name": "path", "in": "path", "required": True,
+                                        "schema": {"type": "string"}}])
+                   for m, o in path_ops.items()}
+            schema["paths"][route.prefix.rstrip("/") + "/{path}"] = sub
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

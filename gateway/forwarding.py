@@ -1,0 +1,130 @@
+"""Request headers on their way upstream: hop-by-hop removal, X-Forwarded-*, request ids.
+
+Client-IP headers are trusted only from configured proxies (the habit of uvicorn's
+ProxyHeadersMiddleware): from anyone else an incoming X-Forwarded-For chain is dropped, not
+extended, so a client cannot choose the IP its anonymous rate limit is keyed on.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Iterable
+
+from gateway.context import Headers
+
+# RFC 9110 §7.6.1, plus the de-facto ones proxies also drop.
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"proxy-connection",
+        b"keep-alive",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+    }
+)
+
+_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:\-]{1,128}")
+
+
+def request_id_from(value: bytes | None) -> str:
+    """The client's request id if it is a sane token of at most 128 characters, else a new one."""
+    if value is not None and _REQUEST_ID.fullmatch(value):
+        return value.decode("ascii")
+    return os.urandom(16).hex()
+
+
+def strip_hop_by_hop(headers: Iterable[tuple[bytes, bytes]]) -> Headers:
+    """Drop hop-by-hop fields, including every field named in `Connection`."""
+    headers = list(headers)
+    named: set[bytes] = set()
+    for key, value in headers:
+        if key == b"connection":
+            named.update(t.strip().lower() for t in value.split(b",") if t.strip())
+    if not named:
+        return [(k, v) for k, v in headers if k not in HOP_BY_HOP]
+    return [(k, v) for k, v in headers if k not in HOP_BY_HOP and k not in named]
+
+
+class TrustedProxies:
+    """Which peers may tell us the client's address (configured CIDRs)."""
+
+    def __init__(self, networks: Iterable[str]) -> None:
+        self.networks = [ipaddress.ip_network(n, strict=False) for n in networks]
+
+    def __bool__(self) -> bool:
+        return bool(self.networks)
+
+    def trusts(self, address: str) -> bool:
+        if not self.networks:
+            return False
+        try:
+            ip = ipaddress.ip_address(address.strip().strip("[]"))
+        except ValueError:
+            return False
+        return any(ip in net for net in self.networks)
+
+    def client_ip(self, peer: str, forwarded_for: bytes | None) -> str:
+        """The first untrusted address walking the chain from the right (the real client)."""
+        if forwarded_for is None or not self.trusts(peer):
+            return peer
+        hops = [h.strip() for h in forwarded_for.decode("latin-1").split(",") if h.strip()]
+        for hop in reversed(hops):
+            if not self.trusts(hop):
+                return _valid_ip(hop) or peer
+        return _valid_ip(hops[0]) if hops and _valid_ip(hops[0]) else peer
+
+
+def _valid_ip(text: str) -> str | None:
+    try:
+        return str(ipaddress.ip_address(text.strip("[]")))
+    except ValueError:
+        return None
+
+
+def forwarded_headers(
+    headers: Headers, *, peer: str, scheme: str, trusted: TrustedProxies
+) -> tuple[Headers, str]:
+    """Set X-Forwarded-For/-Proto/-Host (and X-Real-IP); return (headers, client_ip).
+
+    From a trusted proxy the incoming chain is extended with the peer; from anyone else the
+    client's own X-Forwarded-*/Forwarded/X-Real-IP are replaced.
+    """
+    incoming_for = incoming_proto = incoming_host = None
+    host = None
+    out: Headers = []
+    for key, value in headers:
+        if key == b"x-forwarded-for":
+            incoming_for = value if incoming_for is None else incoming_for + b", " + value
+        elif key == b"x-forwarded-proto":
+            incoming_proto = value
+        elif key == b"x-forwarded-host":
+            incoming_host = value
+        elif key == b"x-real-ip" or key == b"forwarded":
+            continue
+        else:
+            if key == b"host":
+                host = value
+            out.append((key, value))
+    peer_b = peer.encode()
+    if trusted.trusts(peer):
+        client_ip = trusted.client_ip(peer, incoming_for)
+        chain = incoming_for + b", " + peer_b if incoming_for else peer_b
+        proto = incoming_proto or scheme.encode()
+        fwd_host = incoming_host or host
+    else:
+        client_ip = peer
+        chain = peer_b
+        proto = scheme.encode()
+        fwd_host = host
+    out.append((b"x-forwarded-for", chain))
+    out.append((b"x-forwarded-proto", proto))
+    if fwd_host is not None:
+        out.append((b"x-forwarded-host", fwd_host))
+    out.append((b"x-real-ip", client_ip.encode()))
+    return out, client_ip

@@ -1,0 +1,200 @@
+"""The upstream call: the terminal handler of the policy chain, on one aiohttp session.
+
+Bodies stream both ways: the request body is read from the ASGI `receive` as the upstream
+accepts it, and the response body is handed back as an async iterator, so a 100 MB upload or
+download never sits in memory. Nothing is retried once any of the request may have been sent
+(a request is forwarded intact or refused, never sent twice); the one retry is an idempotent
+request without a body whose pooled keep-alive connection turned out to be closed.
+
+Timeouts follow nginx's `proxy_*_timeout` idea: `connect_timeout` to connect, then the
+service's `timeout` both for the response head and for every gap while reading the body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+from multidict import CIMultiDict
+from yarl import URL
+
+from gateway.config import GatewayConfig, ServiceSettings
+from gateway.context import Headers, RequestContext, Response, UpstreamOutcome
+from gateway.forwarding import HOP_BY_HOP, strip_hop_by_hop
+from gateway.problem import problem
+
+IDEMPOTENT_NO_BODY = frozenset({"GET", "HEAD", "OPTIONS", "DELETE", "TRACE"})
+_CHUNK = 64 * 1024
+
+
+class BodyTooLarge(Exception):
+    """The request body grew past `proxy.max_body_bytes` while streaming."""
+
+
+class ClientGone(Exception):
+    """The client disconnected before its request body was read."""
+
+
+class UpstreamPool:
+    """One aiohttp ClientSession per process, with a keep-alive pool and per-service settings."""
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+        self.session: aiohttp.ClientSession | None = None
+        self._rr = {name: itertools.cycle(s.upstreams) for name, s in config.services.items()}
+        self._timeouts = {
+            name: aiohttp.ClientTimeout(
+                total=None, sock_connect=s.connect_timeout, sock_read=s.timeout
+            )
+            for name, s in config.services.items()
+        }
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(
+            limit=self.config.proxy.pool_size,
+            limit_per_host=0,
+            keepalive_timeout=30,
+            ttl_dns_cache=10,
+            enable_cleanup_closed=True,
+        )
+        self.session = aiohttp.ClientSession(
+            connector=connector,
+            auto_decompress=False,  # bodies go through as received, Content-Encoding intact
+            cookie_jar=aiohttp.DummyCookieJar(),  # never carry one client's cookies to another
+            skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept", "Content-Type"),
+            timeout=aiohttp.ClientTimeout(total=None),
+            read_bufsize=_CHUNK,
+        )
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+
+    def pick_target(self, service: str) -> str:
+        return next(self._rr[service])
+
+    def settings(self, service: str) -> ServiceSettings:
+        return self.config.services[service]
+
+    async def __call__(self, ctx: RequestContext) -> Response:
+        """The terminal handler: forward `ctx` and return the upstream's streaming response."""
+        assert self.session is not None, "UpstreamPool.start() was not awaited"
+        service = self.settings(ctx.service)
+        target = ctx.target or self.pick_target(ctx.service)
+        head_timeout = ctx.route.settings.timeout or service.timeout
+        path = ctx.route.upstream_path(ctx.raw_path)
+        url = URL(target + path.decode("latin-1") + (
+            "?" + ctx.query_string.decode("latin-1") if ctx.query_string else ""), encoded=True)
+        headers = CIMultiDict(
+            (k.decode("latin-1"), v.decode("latin-1")) for k, v in ctx.headers if k != b"host"
+        )
+        has_body = _has_body(ctx)
+        outcome = ctx.upstream = UpstreamOutcome(target=target)
+        started = time.perf_counter()
+        attempts = 1 if has_body or ctx.method not in IDEMPOTENT_NO_BODY else 2
+        upstream: aiohttp.ClientResponse | None = None
+        for attempt in range(attempts):
+            try:
+                async with asyncio.timeout(head_timeout):
+                    upstream = await self.session.request(
+                        ctx.method,
+                        url,
+                        headers=headers,
+                        data=_request_body(ctx) if has_body else None,
+                        timeout=self._timeouts[ctx.service],
+                        allow_redirects=False,
+                        compress=None,
+                        auto_decompress=False,
+                    )
+                break
+            except BodyTooLarge:
+                outcome.duration = time.perf_counter() - started
+                return problem(413, f"request body exceeds {self.config.proxy.max_body_bytes} bytes",
+                               request_id=ctx.request_id)
+            except ClientGone:
+                ctx.client_disconnected = True
+                outcome.duration = time.perf_counter() - started
+                return problem(499, "client closed the request", request_id=ctx.request_id)
+            except aiohttp.ServerDisconnectedError:
+                if attempt + 1 < attempts:
+                    continue  # a stale pooled connection; nothing of the request was processed
+                return self._failed(ctx, outcome, started, "reset", "upstream closed the connection")
+            except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+                kind = "connect" if isinstance(exc, aiohttp.ConnectionTimeoutError) else "timeout"
+                if kind == "connect":
+                    return self._failed(ctx, outcome, started, kind, "upstream did not accept the connection in time")
+                return self._failed(ctx, outcome, started, kind, f"upstream did not answer within {head_timeout:g}s")
+            except aiohttp.ClientConnectorError as exc:
+                return self._failed(ctx, outcome, started, "connect", f"upstream refused the connection ({exc.os_error.strerror or exc.os_error})")
+            except (aiohttp.ClientOSError, aiohttp.ClientPayloadError, aiohttp.ClientResponseError) as exc:
+                return self._failed(ctx, outcome, started, "reset", f"upstream connection failed ({type(exc).__name__})")
+            except aiohttp.ClientError as exc:
+                return self._failed(ctx, outcome, started, "reset", f"upstream error ({type(exc).__name__})")
+        assert upstream is not None
+        outcome.status = upstream.status
+        outcome.duration = time.perf_counter() - started
+        return Response(
+            status=upstream.status,
+            headers=_response_headers(upstream.raw_headers),
+            stream=_response_body(upstream, ctx, outcome, started),
+            close=upstream.release,
+        )
+
+    def _failed(self, ctx: RequestContext, outcome: UpstreamOutcome, started: float,
+                kind: str, detail: str) -> Response:
+        outcome.failure = kind
+        outcome.duration = time.perf_counter() - started
+        status = 504 if kind == "timeout" else 502
+        return problem(status, detail, request_id=ctx.request_id, service=ctx.service,
+                       kind=f"upstream-{kind}")
+
+
+def _has_body(ctx: RequestContext) -> bool:
+    length = ctx.header(b"content-length")
+    if length is not None:
+        return length.strip() not in (b"0", b"")
+    return ctx.header(b"transfer-encoding") is not None
+
+
+async def _request_body(ctx: RequestContext) -> AsyncIterator[bytes]:
+    limit = ctx.state.get("max_body_bytes", 0)
+    received = 0
+    while True:
+        message = await ctx.receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone()
+        chunk = message.get("body", b"")
+        if chunk:
+            received += len(chunk)
+            if limit and received > limit:
+                raise BodyTooLarge()
+            yield chunk
+        if not message.get("more_body", False):
+            return
+
+
+async def _response_body(upstream: aiohttp.ClientResponse, ctx: RequestContext,
+                         outcome: UpstreamOutcome, started: float) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in upstream.content.iter_any():
+            yield chunk
+    except (TimeoutError, aiohttp.ServerTimeoutError):
+        outcome.failure = "timeout"
+        raise
+    except (aiohttp.ClientError, OSError):
+        outcome.failure = "reset"
+        raise
+    finally:
+        outcome.duration = time.perf_counter() - started
+
+
+def _response_headers(raw: Any) -> Headers:
+    headers: Headers = [(k.lower(), v) for k, v in raw]
+    for key, _ in headers:
+        if key == b"connection":
+            return strip_hop_by_hop(headers)
+    return [(k, v) for k, v in headers if k not in HOP_BY_HOP]

@@ -1,0 +1,35 @@
+"""Shared fixtures: real redis-server and mock services on ephemeral ports, started here."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.processes import MockService, RedisServer
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A fresh redis-server on an ephemeral port (tests marked `redis` use it)."""
+    if not shutil.which("redis-server"):
+        pytest.skip("redis-server is not installed")
+    server = RedisServer()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def mock_services() -> Iterator[dict[str, MockService]]:
+    """The three mock services as real processes."""
+    started: dict[str, MockService] = {}
+    try:
+        for name in ("users", "products", "orders"):
+            started[name] = MockService(name)
+        yield started
+    finally:
+        for svc in started.values():
+            svc.stop()
