@@ -17,11 +17,9 @@ WORKDIR /src
 # layer is cached across code edits. Every dependency (uvloop, httptools, hiredis, lupa)
 # ships manylinux wheels, so no compiler is needed.
 COPY pyproject.toml README.md ./
-RUN python - <<'PY' > /tmp/requirements.txt
-import tomllib
-print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))
-PY
-RUN pip install -r /tmp/requirements.txt
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+      > /tmp/requirements.txt \
+ && pip install -r /tmp/requirements.txt
 
 COPY gateway/ gateway/
 COPY services/ services/
