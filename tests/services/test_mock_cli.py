@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import signal
 import subprocess
@@ -61,3 +62,26 @@ async def test_start_binds_a_free_port_and_closes() -> None:
         assert service.url == f"http://127.0.0.1:{service.port}"
     finally:
         await service.close()
+
+
+def test_cli_process_drops_and_resets_connections() -> None:
+    # The CLI runs on uvloop when installed; its transports must support both faults too.
+    process, url = _spawn("orders", "--port", "0")
+    try:
+        with pytest.raises((ConnectionError, http.client.HTTPException)):
+            urllib.request.urlopen(
+                urllib.request.Request(f"{url}/api/orders", headers={"X-Mock-Drop": "1"}), timeout=5
+            )
+        response = urllib.request.urlopen(
+            urllib.request.Request(f"{url}/api/orders", headers={"X-Mock-Reset": "1"}), timeout=5
+        )
+        assert response.status == 200
+        with pytest.raises((ConnectionError, http.client.IncompleteRead)):
+            response.read()
+        with urllib.request.urlopen(f"{url}/health", timeout=5) as healthy:
+            assert healthy.status == 200
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+        process.stdout.close()  # type: ignore[union-attr]
+        process.stderr.close()  # type: ignore[union-attr]
