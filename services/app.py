@@ -31,9 +31,9 @@ async def problem_middleware(request: web.Request, handler: faults.Handler) -> w
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        response = problem(
-            exc.status, exc.text if exc.text and not exc.text.startswith(str(exc.status)) else None
-        )
+        # aiohttp's default text is just "404: Not Found"; keep only a real explanation (413's).
+        detail = exc.text if exc.text and not exc.text.startswith(str(exc.status)) else None
+        response = problem(exc.status, detail)
         if "Allow" in exc.headers:
             response.headers["Allow"] = exc.headers["Allow"]
         return response
