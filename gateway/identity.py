@@ -1,0 +1,172 @@
+"""Who is calling: the first policy of the chain.
+
+`auth.mode: api_keys` (the default) resolves the caller from an API key sent as `X-API-Key` or
+`Authorization: Bearer <key>`. Keys are configured as SHA-256 hex digests; the presented key is
+hashed and looked up by digest, so the clear key is never stored and the lookup time does not
+depend on how much of a key an attacker guessed. An unknown key is a 401. No key at all means
+the `anonymous` tier, rate-limited per client IP (`ctx.client_ip`, which honours
+`X-Forwarded-For` only from trusted proxies).
+
+Client-sent `X-User-ID` / `X-User-Tier` are always dropped in this mode and replaced by the
+resolved ones (`X-User-ID` is omitted for anonymous callers), so backends can trust them. With
+`auth.hide_credentials` (default on, like Kong's key-auth option of that name) the key itself is
+not forwarded: backends get the identity, never the secret. A non-Bearer `Authorization`
+(e.g. Basic) is not ours and passes through untouched.
+
+`auth.mode: headers` keeps the seed's behaviour and trusts `X-User-ID` / `X-User-Tier` as sent
+(an unknown tier means `default`). It is safe only behind a trusted proxy that authenticates
+callers and overwrites those headers; anyone reaching the gateway directly can pick a tier.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Iterable
+
+from gateway.config import ConsumerSettings, GatewayConfig
+from gateway.context import Consumer, RequestContext, Response
+from gateway.policy import Handler
+from gateway.problem import problem
+from gateway.store import StoreBatch
+
+ANONYMOUS_TIER = "anonymous"
+DEFAULT_TIER = "default"
+MAX_USER_ID = 128  # same bound as a configured consumer id
+
+_X_API_KEY = b"x-api-key"
+_AUTHORIZATION = b"authorization"
+_X_USER_ID = b"x-user-id"
+_X_USER_TIER = b"x-user-tier"
+_CHALLENGE = (b"www-authenticate", b'Bearer realm="gateway", error="invalid_token"')
+
+
+def key_digest(key: str | bytes) -> str:
+    """The SHA-256 hex digest of an API key, as written in `auth.consumers[].key_sha256`."""
+    return hashlib.sha256(key.encode() if isinstance(key, str) else key).hexdigest()
+
+
+def admin_key_matches(config: GatewayConfig, presented: str | bytes | None) -> bool:
+    """True when `presented` is one of `auth.admin_keys_sha256` (constant-time per digest)."""
+    if not presented:
+        return False
+    digest = key_digest(presented)
+    found = False
+    for expected in config.auth.admin_keys_sha256:
+        found |= hmac.compare_digest(digest, expected)
+    return found
+
+
+class IdentityPolicy:
+    """Resolves `ctx.consumer` and the trusted identity headers sent upstream."""
+
+    name = "identity"
+
+    def __init__(
+        self,
+        consumers: Iterable[ConsumerSettings],
+        tiers: Iterable[str],
+        *,
+        mode: str = "api_keys",
+        hide_credentials: bool = True,
+    ) -> None:
+        self.mode = mode
+        self.hide_credentials = hide_credentials
+        self.tiers = frozenset(tiers)
+        # Keyed by digest: the lookup hashes what the client sent, so timing reveals nothing
+        # about the stored keys.
+        self._by_digest = {
+            c.key_sha256: Consumer(id=c.id, tier=c.tier, authenticated=True, rate_key="c:" + c.id)
+            for c in consumers
+        }
+
+    @classmethod
+    def from_config(cls, config: GatewayConfig) -> IdentityPolicy:
+        return cls(
+            config.auth.consumers,
+            config.rate_limits,
+            mode=config.auth.mode,
+            hide_credentials=config.auth.hide_credentials,
+        )
+
+    def stage(self, ctx: RequestContext, batch: StoreBatch) -> Response | None:
+        if self.mode == "headers":
+            return self._from_headers(ctx)
+        return self._from_key(ctx)
+
+    async def __call__(self, ctx: RequestContext, call_next: Handler) -> Response:
+        return await call_next(ctx)
+
+    async def metrics(self) -> dict[str, object]:
+        return {"mode": self.mode, "consumers": len(self._by_digest)}
+
+    # -- api_keys ------------------------------------------------------------------------
+    def _from_key(self, ctx: RequestContext) -> Response | None:
+        key, via_bearer = self._presented_key(ctx)
+        ctx.remove_header(_X_USER_ID)
+        ctx.remove_header(_X_USER_TIER)
+        if key is None:
+            consumer = anonymous(ctx.client_ip)
+        else:
+            found = self._by_digest.get(key_digest(key)) if key else None
+            if found is None:
+                return problem(
+                    401,
+                    "The API key is not valid." if key else "The API key is empty.",
+                    request_id=ctx.request_id,
+                    kind="invalid-api-key",
+                    headers=[_CHALLENGE],
+                )
+            consumer = found
+            if self.hide_credentials:
+                ctx.remove_header(_X_API_KEY)
+                if via_bearer:
+                    ctx.remove_header(_AUTHORIZATION)
+        ctx.consumer = consumer
+        if consumer.authenticated:
+            ctx.headers.append((_X_USER_ID, consumer.id.encode()))
+        ctx.headers.append((_X_USER_TIER, consumer.tier.encode()))
+        return None
+
+    @staticmethod
+    def _presented_key(ctx: RequestContext) -> tuple[bytes | None, bool]:
+        """The key the client sent (b"" if it sent an empty one), and whether it came as Bearer."""
+        key = ctx.header(_X_API_KEY)
+        if key is not None:
+            return key.strip(), False
+        auth = ctx.header(_AUTHORIZATION)
+        if auth is not None:
+            scheme, _, token = auth.strip().partition(b" ")
+            if scheme.lower() == b"bearer":
+                return token.strip(), True
+        return None, False
+
+    # -- headers (trusted proxy in front) -------------------------------------------------
+    def _from_headers(self, ctx: RequestContext) -> Response | None:
+        raw_id = ctx.header(_X_USER_ID)
+        user_id = raw_id.decode("latin-1").strip() if raw_id is not None else ""
+        if len(user_id) > MAX_USER_ID:
+            return problem(
+                400,
+                f"X-User-ID is longer than {MAX_USER_ID} characters.",
+                request_id=ctx.request_id,
+            )
+        raw_tier = ctx.header(_X_USER_TIER)
+        tier = raw_tier.decode("latin-1").strip() if raw_tier is not None else ""
+        if not user_id:
+            consumer = anonymous(ctx.client_ip)
+        else:
+            if tier not in self.tiers:
+                tier = DEFAULT_TIER
+            consumer = Consumer(id=user_id, tier=tier, authenticated=True, rate_key="u:" + user_id)
+        ctx.consumer = consumer
+        ctx.remove_header(_X_USER_TIER)
+        ctx.headers.append((_X_USER_TIER, consumer.tier.encode()))
+        return None
+
+
+def anonymous(client_ip: str) -> Consumer:
+    """A caller without credentials: the anonymous tier, counted per client IP."""
+    return Consumer(
+        id=ANONYMOUS_TIER, tier=ANONYMOUS_TIER, authenticated=False, rate_key="ip:" + client_ip
+    )

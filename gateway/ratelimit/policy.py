@@ -1,0 +1,294 @@
+"""RateLimitPolicy: per-tier (and per-route) sliding windows shared by every replica.
+
+`stage` puts ONE call of `lua/ratelimit.lua` on the request's batch, covering every window that
+applies (the consumer's tier plus the route's override for this method), all keyed under the
+consumer's `{rate_key}` hash tag. `__call__` reads the verdict: 429 with `Retry-After` when any
+window refuses (and then none consumed), otherwise the request goes on. Either way the
+`RateLimit-Policy` / `RateLimit` / `X-RateLimit-*` fields go on `ctx.response_headers`.
+
+When the store fails, `rate_limit.on_store_failure` decides:
+
+* `local` (default): an in-process limiter enforces `limit // live replicas` (at least 1), the
+  live count being the last one the replica registry saw.
+* `open`: admit, and count the event.
+* `closed`: 503 with `Retry-After`.
+
+The store fails fast while it is known to be down, so none of these waits on a dead Redis; the
+shared counters take over again as soon as the store's probe sees it back.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
+
+from gateway.config import Algorithm, GatewayConfig, RateWindow
+from gateway.context import Consumer, RequestContext, Response
+from gateway.identity import DEFAULT_TIER, anonymous
+from gateway.policy import Handler
+from gateway.problem import problem
+from gateway.ratelimit.headers import policy_field, ratelimit_headers, retry_after
+from gateway.ratelimit.local import LocalLimiter
+from gateway.ratelimit.usage import UsageRecorder
+from gateway.ratelimit.windows import (
+    Decision,
+    WindowSpec,
+    format_seconds,
+    parse_reply,
+    script_args,
+)
+from gateway.replicas import ReplicaRegistry
+from gateway.store import Pending, Store, StoreBatch, StoreError, StoreUnavailable
+
+log = logging.getLogger("gateway.ratelimit")
+
+EVENTS = "_events"  # the usage hash's pseudo-consumer for fallback events
+
+
+class RouteOverride(NamedTuple):
+    """A route's extra windows and the methods they apply to (None: every method)."""
+
+    methods: frozenset[str] | None
+    specs: tuple[WindowSpec, ...]
+
+
+class _Staged(NamedTuple):
+    consumer: Consumer
+    specs: tuple[WindowSpec, ...]
+    pending: Pending
+
+
+def tier_windows(
+    name: str, windows: Sequence[RateWindow], algorithm: Algorithm, scope: str
+) -> tuple[WindowSpec, ...]:
+    """WindowSpecs named `name` (one window) or `name-<w>s` (several), for the headers."""
+    return tuple(
+        WindowSpec(
+            name if len(windows) == 1 else f"{name}-{format_seconds(w.window)}s",
+            scope,
+            algorithm,
+            w.limit,
+            w.window,
+        )
+        for w in windows
+    )
+
+
+class RateLimitPolicy:
+    """Cluster-exact rate limiting per consumer tier, with a configured store-failure mode."""
+
+    name = "rate_limit"
+
+    def __init__(
+        self,
+        store: Store,
+        tiers: Mapping[str, tuple[WindowSpec, ...]],
+        routes: Mapping[str, RouteOverride] | None = None,
+        *,
+        key_prefix: str = "gw",
+        on_store_failure: str = "local",
+        headers: bool = True,
+        enabled: bool = True,
+        replicas: ReplicaRegistry | None = None,
+        usage_interval: float = 1.0,
+        algorithm: str = "sliding_window",
+    ) -> None:
+        if DEFAULT_TIER not in tiers:
+            raise ValueError("the 'default' tier is required")
+        self.store = store
+        self.tiers = dict(tiers)
+        self.routes = dict(routes or {})
+        self.key_prefix = key_prefix
+        self.on_store_failure = on_store_failure
+        self.headers = headers
+        self.enabled = enabled
+        self.replicas = replicas
+        self.algorithm = algorithm
+        self.script = store.script("ratelimit")
+        self.local = LocalLimiter()
+        self.usage = UsageRecorder(store, f"{key_prefix}:rl:usage", usage_interval)
+        self.decisions: Counter[str] = Counter()  # this replica's, by source and outcome
+        self._specs: dict[tuple[str, str, str], tuple[tuple[WindowSpec, ...], list[int]]] = {}
+        self._last_error_log = 0.0
+        store.on_availability(self._store_changed)
+
+    @classmethod
+    def from_config(
+        cls, config: GatewayConfig, store: Store, replicas: ReplicaRegistry | None = None, **_: Any
+    ) -> RateLimitPolicy:
+        default = config.rate_limit.algorithm
+        tiers = {
+            name: tier_windows(name, tier.windows, tier.algorithm or default, "t")
+            for name, tier in config.rate_limits.items()
+        }
+        routes = {}
+        for prefix, route in config.routes.items():
+            override = route.rate_limit
+            if override is None:
+                continue
+            specs = tier_windows(
+                prefix, override.windows, override.algorithm or default, "r" + prefix
+            )
+            routes[prefix] = RouteOverride(
+                frozenset(override.methods) if override.methods else None, specs
+            )
+        return cls(
+            store,
+            tiers,
+            routes,
+            key_prefix=config.redis.key_prefix,
+            on_store_failure=config.rate_limit.on_store_failure,
+            headers=config.rate_limit.headers,
+            enabled=config.rate_limit.enabled,
+            replicas=replicas,
+            usage_interval=config.rate_limit.usage_flush_interval,
+            algorithm=default,
+        )
+
+    # -- which windows apply --------------------------------------------------------------
+    def windows_for(
+        self, tier: str, prefix: str, method: str
+    ) -> tuple[tuple[WindowSpec, ...], list[int]]:
+        """The windows (tier's, then the route's for this method) and their script ARGV."""
+        cache_key = (tier, prefix, method)
+        found = self._specs.get(cache_key)
+        if found is None:
+            specs = self.tiers.get(tier) or self.tiers[DEFAULT_TIER]
+            override = self.routes.get(prefix)
+            if override is not None and (override.methods is None or method in override.methods):
+                specs = specs + override.specs
+            found = self._specs[cache_key] = (specs, script_args(specs))
+        return found
+
+    # -- the request path -------------------------------------------------------------------
+    def stage(self, ctx: RequestContext, batch: StoreBatch) -> Response | None:
+        if not self.enabled:
+            return None
+        consumer = ctx.consumer or anonymous(ctx.client_ip)
+        specs, args = self.windows_for(consumer.tier, ctx.route.prefix, ctx.method)
+        keys = [spec.key(self.key_prefix, consumer.rate_key) for spec in specs]
+        ctx.state[self.name] = _Staged(consumer, specs, batch.eval(self.script, keys, args))
+        return None
+
+    async def __call__(self, ctx: RequestContext, call_next: Handler) -> Response:
+        staged: _Staged | None = ctx.state.get(self.name)
+        if staged is None:
+            return await call_next(ctx)
+        try:
+            decision = parse_reply(staged.specs, staged.pending.result())
+        except (StoreError, ValueError) as exc:
+            outcome = self._fallback(ctx, staged, exc)
+            if isinstance(outcome, Response):
+                return outcome
+            decision = outcome
+        self.decisions[f"{decision.source}_{'admitted' if decision.admitted else 'rejected'}"] += 1
+        self.usage.consumer(staged.consumer.id, decision.admitted)
+        if self.headers:
+            if decision.windows:
+                ctx.response_headers.extend(ratelimit_headers(decision))
+            else:
+                ctx.response_headers.append((b"ratelimit-policy", policy_field(staged.specs)))
+        tight = decision.tightest
+        if tight is not None:
+            ctx.rate_limit_remaining = tight.remaining
+        if decision.admitted:
+            return await call_next(ctx)
+        return self._too_many(ctx, decision)
+
+    def _too_many(self, ctx: RequestContext, decision: Decision) -> Response:
+        wait = decision.retry_after
+        refused = next(w for w in decision.windows if not w.allowed)
+        spec = refused.spec
+        return problem(
+            429,
+            f"Rate limit exceeded: {spec.limit} requests per {format_seconds(spec.window)} s "
+            f"({spec.name}). Retry in {wait} s.",
+            request_id=ctx.request_id,
+            kind="rate-limited",
+            headers=[retry_after(wait)],
+            policy=spec.name,
+            retry_after=wait,
+        )
+
+    # -- when the store fails ---------------------------------------------------------------
+    def _fallback(
+        self, ctx: RequestContext, staged: _Staged, error: Exception
+    ) -> Decision | Response:
+        if not isinstance(error, StoreUnavailable):
+            self._log_error(error)
+        mode = self.on_store_failure
+        if mode == "open":
+            self.usage.count(f"{EVENTS}|open_admitted")
+            return Decision(True, (), "open")
+        if mode == "closed":
+            self.usage.count(f"{EVENTS}|closed_rejected")
+            self.decisions["closed_rejected"] += 1
+            wait = max(1, math.ceil(self.store.probe_interval))
+            headers = [retry_after(wait)]
+            if self.headers:
+                ctx.response_headers.append((b"ratelimit-policy", policy_field(staged.specs)))
+            return problem(
+                503,
+                "Rate limits cannot be checked right now (shared store unavailable).",
+                request_id=ctx.request_id,
+                kind="rate-limit-store-unavailable",
+                headers=headers,
+            )
+        divisor = self.replicas.live_count if self.replicas is not None else 1
+        decision = self.local.check(staged.consumer.rate_key, staged.specs, divisor)
+        self.usage.count(f"{EVENTS}|local_{'admitted' if decision.admitted else 'rejected'}")
+        return decision
+
+    def _log_error(self, error: Exception) -> None:
+        now = time.monotonic()
+        if now - self._last_error_log > 10:  # a broken script would otherwise log per request
+            self._last_error_log = now
+            log.error(
+                "rate-limit script failed, using the %s fallback: %s", self.on_store_failure, error
+            )
+
+    def _store_changed(self, available: bool) -> None:
+        if available:
+            self.local.clear()  # the shared counters are authoritative again
+
+    # -- lifecycle and visibility -------------------------------------------------------------
+    @property
+    def store_mode(self) -> str:
+        if self.store.available:
+            return "shared"
+        return {"local": "local_fallback", "open": "fail_open", "closed": "fail_closed"}[
+            self.on_store_failure
+        ]
+
+    async def start(self) -> None:
+        await self.usage.start()
+
+    async def close(self) -> None:
+        await self.usage.close()
+
+    async def metrics(self) -> dict[str, Any]:
+        """Per-consumer usage and fallback events (cluster-wide, from Redis) and the store mode."""
+        out: dict[str, Any] = {
+            "enabled": self.enabled,
+            "algorithm": self.algorithm,
+            "on_store_failure": self.on_store_failure,
+            "store_mode": self.store_mode,
+            "live_replicas": self.replicas.live_count if self.replicas is not None else 1,
+            "this_replica": {"decisions": dict(self.decisions), "local_keys": len(self.local)},
+        }
+        try:
+            totals = await self.usage.read()
+            out["cluster_wide"] = True
+        except StoreError:
+            totals = {}
+            out["cluster_wide"] = False
+        out["events"] = totals.pop(EVENTS, {})
+        out["consumers"] = {
+            name: {"admitted": counts.get("admitted", 0), "rejected": counts.get("rejected", 0)}
+            for name, counts in sorted(totals.items())
+        }
+        return out

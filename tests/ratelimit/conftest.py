@@ -1,0 +1,121 @@
+"""Helpers for the rate-limit tests: requests built by hand, stores on fakeredis and real Redis."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from gateway.config import GatewayConfig, parse_config
+from gateway.context import RequestContext, Response
+from gateway.routing import RouteTable
+from gateway.store import Store, embedded_store, redis_store
+from tests.support.processes import RedisServer
+
+
+def gateway_config(**sections: Any) -> GatewayConfig:
+    base: dict[str, Any] = {
+        "services": {
+            "orders": {"url": "http://127.0.0.1:9"},
+            "users": {"url": "http://127.0.0.1:9"},
+        },
+        "routes": {"/api/orders": "orders", "/api/users": "users"},
+    }
+    return parse_config({**base, **sections})
+
+
+def make_ctx(
+    config: GatewayConfig,
+    path: str = "/api/users",
+    *,
+    method: str = "GET",
+    headers: list[tuple[bytes, bytes]] | None = None,
+    client_ip: str = "203.0.113.7",
+) -> RequestContext:
+    route = RouteTable.from_config(config).match(path)
+    assert route is not None
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b""}
+
+    return RequestContext(
+        scope={},
+        receive=receive,
+        request_id="test-request",
+        method=method,
+        path=path,
+        raw_path=path.encode(),
+        query_string=b"",
+        headers=list(headers or []),
+        client_ip=client_ip,
+        scheme="http",
+        route=route,
+    )
+
+
+async def upstream_ok(ctx: RequestContext) -> Response:
+    """A stand-in terminal: records what it was sent, answers 200."""
+    ctx.state["upstream_headers"] = list(ctx.headers)
+    return Response(200, [(b"content-type", b"text/plain")], b"ok")
+
+
+async def run_chain(policies: list[Any], store: Store, ctx: RequestContext) -> Response:
+    """Stage every policy, send the batch once, then run the policies around `upstream_ok`."""
+    batch = store.batch()
+    for policy in policies:
+        early = policy.stage(ctx, batch)
+        if early is not None:
+            return early
+    await batch.execute()
+
+    async def call(i: int, c: RequestContext) -> Response:
+        if i == len(policies):
+            return await upstream_ok(c)
+        return await policies[i](c, lambda c2: call(i + 1, c2))
+
+    return await call(0, ctx)
+
+
+def header(ctx: RequestContext, response: Response, name: bytes) -> str | None:
+    """A response header as the client would see it (response headers plus ctx's)."""
+    for key, value in [*response.headers, *ctx.response_headers]:
+        if key == name:
+            return value.decode()
+    return None
+
+
+@pytest.fixture
+async def fake_store() -> AsyncIterator[Store]:
+    store = embedded_store()
+    yield store
+    await store.close()
+
+
+@pytest.fixture
+async def real_store(redis_server: RedisServer) -> AsyncIterator[Store]:
+    store = redis_store(redis_server.url, timeout=0.5, probe_interval=0.1)
+    yield store
+    await store.close()
+
+
+def wide_pool(store: Store, size: int = 512) -> Store:
+    """The store with room for `size` concurrent pipelines.
+
+    redis-py's asyncio pool refuses a 101st connection outright (MaxConnectionsError), which the
+    store treats as "Redis down"; the concurrency tests need every request in flight at once.
+    """
+    store.client.connection_pool.max_connections = size
+    return store
+
+
+@pytest.fixture(params=["fakeredis", pytest.param("redis", marks=pytest.mark.redis)])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
+    """Every script test runs on the embedded fakeredis and on a real redis-server."""
+    if request.param == "fakeredis":
+        s = embedded_store()
+    else:
+        server: RedisServer = request.getfixturevalue("redis_server")
+        s = redis_store(server.url, timeout=2, connect_timeout=2, probe_interval=0.1)
+    yield wide_pool(s)
+    await s.close()
