@@ -97,6 +97,10 @@ def _serve(config_file: str, host: str, port: int, workers: int = 1, grace: floa
         sock = config.bind_socket()
         Multiprocess(config, target=server.run, sockets=[sock]).run()
         return 0
+    # uvicorn re-raises the stop signal after its graceful shutdown so that the process dies
+    # "by signal"; a drained, orderly stop should exit 0, so that re-raise lands on a no-op.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
     server.run()
     return 0 if server.started else 1
 

@@ -73,6 +73,7 @@ class RequestContext:
     client_ip: str
     scheme: str
     route: Route
+    has_body: bool = False  # the client sent Content-Length > 0 or Transfer-Encoding
     started: float = field(default_factory=time.perf_counter)
     consumer: Consumer | None = None
     target: str | None = None  # upstream base URL chosen for this request (breaker may pick it)

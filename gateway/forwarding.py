@@ -88,9 +88,9 @@ def _valid_ip(text: str) -> str | None:
 
 
 def forwarded_headers(
-    headers: Headers, *, peer: str, scheme: str, trusted: TrustedProxies
+    headers: Headers, *, peer: str, scheme: str, trusted: TrustedProxies, request_id: str
 ) -> tuple[Headers, str]:
-    """Set X-Forwarded-For/-Proto/-Host (and X-Real-IP); return (headers, client_ip).
+    """Set X-Forwarded-For/-Proto/-Host, X-Real-IP and X-Request-ID; return (headers, client_ip).
 
     From a trusted proxy the incoming chain is extended with the peer; from anyone else the
     client's own X-Forwarded-*/Forwarded/X-Real-IP are replaced.
@@ -105,7 +105,7 @@ def forwarded_headers(
             incoming_proto = value
         elif key == b"x-forwarded-host":
             incoming_host = value
-        elif key == b"x-real-ip" or key == b"forwarded":
+        elif key == b"x-real-ip" or key == b"forwarded" or key == b"x-request-id":
             continue
         else:
             if key == b"host":
@@ -127,4 +127,5 @@ def forwarded_headers(
     if fwd_host is not None:
         out.append((b"x-forwarded-host", fwd_host))
     out.append((b"x-real-ip", client_ip.encode()))
+    out.append((b"x-request-id", request_id.encode()))
     return out, client_ip

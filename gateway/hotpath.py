@@ -62,10 +62,15 @@ class HotPath:
         raw_headers: list[tuple[bytes, bytes]] = scope["headers"]
         request_id = None
         header_bytes = 0
+        has_body = False
         for key, value in raw_headers:
             header_bytes += len(key) + len(value) + 4
             if key == b"x-request-id":
                 request_id = value
+            elif key == b"content-length":
+                has_body = value.strip() not in (b"0", b"")
+            elif key == b"transfer-encoding":
+                has_body = True
         rid = request_id_from(request_id)
         method: str = scope["method"]
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
@@ -82,13 +87,13 @@ class HotPath:
         peer = (scope.get("client") or ("0.0.0.0", 0))[0]
         headers, client_ip = forwarded_headers(
             strip_hop_by_hop(raw_headers), peer=peer, scheme=scope.get("scheme", "http"),
-            trusted=self.trusted,
+            trusted=self.trusted, request_id=rid,
         )
-        headers.append((b"x-request-id", rid.encode()))
         ctx = RequestContext(
             scope=scope, receive=receive, request_id=rid, method=method, path=scope["path"],
             raw_path=raw_path, query_string=scope.get("query_string", b""), headers=headers,
             client_ip=client_ip, scheme=scope.get("scheme", "http"), route=route, started=started,
+            has_body=has_body,
         )
         ctx.state["max_body_bytes"] = self.max_body_bytes
         try:

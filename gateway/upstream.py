@@ -92,7 +92,7 @@ class UpstreamPool:
         headers = CIMultiDict(
             (k.decode("latin-1"), v.decode("latin-1")) for k, v in ctx.headers if k != b"host"
         )
-        has_body = _has_body(ctx)
+        has_body = ctx.has_body
         outcome = ctx.upstream = UpstreamOutcome(target=target)
         started = time.perf_counter()
         attempts = 1 if has_body or ctx.method not in IDEMPOTENT_NO_BODY else 2
@@ -111,29 +111,11 @@ class UpstreamPool:
                         auto_decompress=False,
                     )
                 break
-            except BodyTooLarge:
-                outcome.duration = time.perf_counter() - started
-                return problem(413, f"request body exceeds {self.config.proxy.max_body_bytes} bytes",
-                               request_id=ctx.request_id)
-            except ClientGone:
-                ctx.client_disconnected = True
-                outcome.duration = time.perf_counter() - started
-                return problem(499, "client closed the request", request_id=ctx.request_id)
-            except aiohttp.ServerDisconnectedError:
-                if attempt + 1 < attempts:
-                    continue  # a stale pooled connection; nothing of the request was processed
-                return self._failed(ctx, outcome, started, "reset", "upstream closed the connection")
-            except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-                kind = "connect" if isinstance(exc, aiohttp.ConnectionTimeoutError) else "timeout"
-                if kind == "connect":
-                    return self._failed(ctx, outcome, started, kind, "upstream did not accept the connection in time")
-                return self._failed(ctx, outcome, started, kind, f"upstream did not answer within {head_timeout:g}s")
-            except aiohttp.ClientConnectorError as exc:
-                return self._failed(ctx, outcome, started, "connect", f"upstream refused the connection ({exc.os_error.strerror or exc.os_error})")
-            except (aiohttp.ClientOSError, aiohttp.ClientPayloadError, aiohttp.ClientResponseError) as exc:
-                return self._failed(ctx, outcome, started, "reset", f"upstream connection failed ({type(exc).__name__})")
-            except aiohttp.ClientError as exc:
-                return self._failed(ctx, outcome, started, "reset", f"upstream error ({type(exc).__name__})")
+            except (BodyTooLarge, ClientGone, TimeoutError, aiohttp.ClientError) as exc:
+                failure = _classify(exc)
+                if failure == "stale" and attempt + 1 < attempts:
+                    continue  # a stale pooled keep-alive connection; nothing was processed
+                return self._answer_failure(ctx, outcome, started, failure, exc, head_timeout)
         assert upstream is not None
         outcome.status = upstream.status
         outcome.duration = time.perf_counter() - started
@@ -144,20 +126,49 @@ class UpstreamPool:
             close=upstream.release,
         )
 
-    def _failed(self, ctx: RequestContext, outcome: UpstreamOutcome, started: float,
-                kind: str, detail: str) -> Response:
-        outcome.failure = kind
+    def _answer_failure(self, ctx: RequestContext, outcome: UpstreamOutcome, started: float,
+                        failure: str, exc: BaseException, head_timeout: float) -> Response:
         outcome.duration = time.perf_counter() - started
-        status = 504 if kind == "timeout" else 502
-        return problem(status, detail, request_id=ctx.request_id, service=ctx.service,
-                       kind=f"upstream-{kind}")
+        if failure == "too_large":
+            return problem(413, f"request body exceeds {ctx.state.get('max_body_bytes')} bytes",
+                           request_id=ctx.request_id)
+        if failure == "client_gone":
+            ctx.client_disconnected = True
+            return problem(499, "client closed the request", request_id=ctx.request_id)
+        if failure == "stale":
+            failure = "reset"
+        outcome.failure = failure
+        detail = {
+            "connect": f"could not connect to the upstream ({_reason(exc)})",
+            "timeout": f"upstream did not answer within {head_timeout:g}s",
+            "reset": f"upstream connection failed ({_reason(exc)})",
+        }[failure]
+        return problem(504 if failure == "timeout" else 502, detail, request_id=ctx.request_id,
+                       service=ctx.service, kind=f"upstream-{failure}")
 
 
-def _has_body(ctx: RequestContext) -> bool:
-    length = ctx.header(b"content-length")
-    if length is not None:
-        return length.strip() not in (b"0", b"")
-    return ctx.header(b"transfer-encoding") is not None
+def _classify(exc: BaseException) -> str:
+    """too_large | client_gone | connect | timeout | stale | reset."""
+    for err in (exc, exc.__cause__):
+        if isinstance(err, BodyTooLarge):
+            return "too_large"
+        if isinstance(err, ClientGone):
+            return "client_gone"
+    if isinstance(exc, aiohttp.ConnectionTimeoutError | aiohttp.ClientConnectorError):
+        return "connect"
+    if isinstance(exc, TimeoutError):  # includes aiohttp.ServerTimeoutError
+        return "timeout"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "stale"
+    return "reset"
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return str(exc.os_error.strerror or type(exc.os_error).__name__)
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return "connect timeout"
+    return type(exc).__name__
 
 
 async def _request_body(ctx: RequestContext) -> AsyncIterator[bytes]:

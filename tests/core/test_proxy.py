@@ -1,0 +1,324 @@
+"""The proxy hot path seen from a client: routing, forwarding, headers, errors."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.inproc import running_gateway, running_service
+from tests.support.processes import free_port
+
+
+def base_config(urls: dict[str, str], **extra: Any) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "services": {n: {"url": u, "timeout": 2, "connect_timeout": 1, "health_interval": 5}
+                     for n, u in urls.items()},
+        "routes": {f"/api/{n}": n for n in urls},
+        "logging": {"level": "WARNING"},
+        "rate_limit": {"enabled": False},
+        "cache": {"enabled": False},
+        "circuit_breaker": {"enabled": False},
+    }
+    config.update(extra)
+    return config
+
+
+@pytest.fixture
+async def users_url() -> AsyncIterator[str]:
+    async with running_service("users") as url:
+        yield url
+
+
+@pytest.fixture
+async def gw(users_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    config = base_config({"users": users_url})
+    config["routes"]["/api/stripped"] = {"service": "users", "strip_prefix": True}
+    config["routes"]["/api/readonly"] = {"service": "users", "methods": ["GET", "HEAD"]}
+    config["proxy"] = {"max_body_bytes": 1_000_000, "max_header_bytes": 8192,
+                       "trusted_proxies": ["10.0.0.0/8"]}
+    async with running_gateway(config) as app:
+        async with httpx.AsyncClient(base_url=app.url, timeout=10) as client:
+            yield client
+
+
+def echo_headers(resp: httpx.Response) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for name, value in resp.json()["headers"]:
+        out.setdefault(name.lower(), []).append(value)
+    return out
+
+
+async def test_routes_to_the_service_and_adds_gateway_headers(gw: httpx.AsyncClient) -> None:
+    resp = await gw.get("/api/users")
+    assert resp.status_code == 200
+    assert resp.json()["total"] >= 1
+    assert resp.headers["x-service"] == "users"
+    assert resp.headers["x-response-time"].endswith("ms")
+    assert len(resp.headers["x-request-id"]) >= 16
+    assert resp.headers.get_list("date") and len(resp.headers.get_list("date")) == 1
+
+
+async def test_prefix_matches_whole_segments_only(gw: httpx.AsyncClient) -> None:
+    resp = await gw.get("/api/usersx")
+    assert resp.status_code == 404
+    assert resp.headers["content-type"] == "application/problem+json"
+    assert resp.json()["status"] == 404
+
+
+async def test_path_and_query_forwarded_unchanged(gw: httpx.AsyncClient) -> None:
+    resp = await gw.get("/api/users/_mock/echo?b=2&a=1&a=%20x&empty=")
+    body = resp.json()
+    assert body["path"] == "/api/users/_mock/echo"
+    assert body["query_string"] == "b=2&a=1&a=%20x&empty="
+
+
+async def test_strip_prefix_only_when_route_asks(gw: httpx.AsyncClient) -> None:
+    resp = await gw.get("/api/stripped/_mock/echo")
+    assert resp.status_code == 200
+    assert resp.json()["path"] == "/_mock/echo"
+
+
+@pytest.mark.parametrize("method", ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
+async def test_every_method_is_forwarded(gw: httpx.AsyncClient, method: str) -> None:
+    content = b"payload" if method in ("POST", "PUT", "PATCH") else None
+    resp = await gw.request(method, "/api/users/_mock/echo", content=content)
+    assert resp.status_code == 200
+    body = resp.json()
+    assert body["method"] == method
+    assert body["body_length"] == (7 if content else 0)
+
+
+async def test_head_has_no_body(gw: httpx.AsyncClient) -> None:
+    resp = await gw.head("/api/users/1")
+    assert resp.status_code == 200
+    assert resp.content == b""
+
+
+async def test_hop_by_hop_headers_are_removed(gw: httpx.AsyncClient) -> None:
+    resp = await gw.get("/api/users/_mock/echo", headers={
+        "Connection": "keep-alive, X-Secret-Hop", "X-Secret-Hop": "1", "Keep-Alive": "timeout=5",
+        "TE": "trailers", "Proxy-Authorization": "Basic abc", "X-Kept": "yes"})
+    headers = echo_headers(resp)
+    for gone in ("x-secret-hop", "keep-alive", "te", "proxy-authorization"):
+        assert gone not in headers
+    assert headers["x-kept"] == ["yes"]
+
+
+async def test_forwarded_headers_from_untrusted_peer_are_replaced(gw: httpx.AsyncClient) -> None:
+    resp = await gw.get("/api/users/_mock/echo", headers={
+        "X-Forwarded-For": "6.6.6.6", "X-Forwarded-Proto": "https", "X-Real-IP": "6.6.6.6",
+        "Host": "api.example.com"})
+    headers = echo_headers(resp)
+    assert headers["x-forwarded-for"] == ["127.0.0.1"]
+    assert headers["x-forwarded-proto"] == ["http"]
+    assert headers["x-forwarded-host"] == ["api.example.com"]
+    assert headers["x-real-ip"] == ["127.0.0.1"]
+
+
+async def test_forwarded_chain_extended_from_trusted_proxy(users_url: str) -> None:
+    config = base_config({"users": users_url}, proxy={"trusted_proxies": ["127.0.0.1/32"]})
+    async with running_gateway(config) as app, httpx.AsyncClient(base_url=app.url) as client:
+        resp = await client.get("/api/users/_mock/echo", headers={
+            "X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https",
+            "X-Forwarded-Host": "shop.example.com"})
+    headers = echo_headers(resp)
+    assert headers["x-forwarded-for"] == ["203.0.113.7, 127.0.0.1"]
+    assert headers["x-forwarded-proto"] == ["https"]
+    assert headers["x-forwarded-host"] == ["shop.example.com"]
+    assert headers["x-real-ip"] == ["203.0.113.7"]
+
+
+async def test_request_id_kept_when_sane_and_sent_upstream(gw: httpx.AsyncClient) -> None:
+    resp = await gw.get("/api/users/_mock/echo", headers={"X-Request-ID": "abc-123.DEF:9"})
+    assert resp.headers["x-request-id"] == "abc-123.DEF:9"
+    assert echo_headers(resp)["x-request-id"] == ["abc-123.DEF:9"]
+
+
+@pytest.mark.parametrize("bad", ["has space", "x" * 129, "semi;colon", "<script>"])
+async def test_insane_request_id_is_replaced(gw: httpx.AsyncClient, bad: str) -> None:
+    resp = await gw.get("/api/users/_mock/echo", headers={"X-Request-ID": bad})
+    rid = resp.headers["x-request-id"]
+    assert rid != bad and len(rid) == 32
+    assert echo_headers(resp)["x-request-id"] == [rid]
+
+
+@pytest.mark.parametrize("path", [
+    "/api/users/..%2forders", "/api/users/%2e%2e/orders", "/api/users/%2E%2E%2Forders",
+    "/api/users/..%5corders", "/api/users/%252e%252e/orders", "/api/users/a%00b",
+])
+async def test_paths_that_try_to_leave_their_route_are_refused(gw: httpx.AsyncClient, path: str) -> None:
+    resp = await gw.get(path)
+    assert resp.status_code == 400
+    assert resp.headers["content-type"] == "application/problem+json"
+    assert resp.json()["request_id"] == resp.headers["x-request-id"]
+
+
+async def test_raw_dot_segments_are_refused() -> None:
+    # httpx normalises dot-segments, so send the raw request line ourselves.
+    async with running_service("users") as users_url:
+        async with running_gateway(base_config({"users": users_url})) as app:
+            port = int(app.url.rsplit(":", 1)[1])
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /api/users/../orders HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            await writer.drain()
+            data = await reader.read()
+            writer.close()
+    assert data.startswith(b"HTTP/1.1 400")
+
+
+async def test_method_not_allowed_where_route_restricts(gw: httpx.AsyncClient) -> None:
+    resp = await gw.post("/api/readonly/x", content=b"{}")
+    assert resp.status_code == 405
+    assert resp.headers["allow"] == "GET, HEAD"
+    assert resp.json()["status"] == 405
+
+
+async def test_body_over_limit_is_413(gw: httpx.AsyncClient) -> None:
+    resp = await gw.post("/api/users/_mock/echo", content=b"x" * 1_000_001)
+    assert resp.status_code == 413
+
+
+async def test_chunked_body_over_limit_is_413(gw: httpx.AsyncClient) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(20):
+            yield b"y" * 100_000
+
+    resp = await gw.post("/api/users/_mock/echo", content=chunks())
+    assert resp.status_code == 413
+
+
+async def test_chunked_upload_within_limit_streams(gw: httpx.AsyncClient) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(5):
+            yield b"z" * 100_000
+
+    resp = await gw.post("/api/users/_mock/echo", content=chunks())
+    assert resp.status_code == 200
+    assert resp.json()["body_length"] == 500_000
+
+
+async def test_headers_too_large_is_431(gw: httpx.AsyncClient) -> None:
+    resp = await gw.get("/api/users", headers={"X-Big": "a" * 9000})
+    assert resp.status_code == 431
+    assert resp.headers["content-type"] == "application/problem+json"
+
+
+async def test_bad_content_length_is_400_not_500(gw: httpx.AsyncClient) -> None:
+    port = int(str(gw.base_url).rsplit(":", 1)[1].rstrip("/"))
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"POST /api/users/_mock/echo HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n"
+                 b"Connection: close\r\n\r\n")
+    await writer.drain()
+    data = await reader.read()
+    writer.close()
+    assert data.startswith(b"HTTP/1.1 400")
+
+
+async def test_refused_upstream_is_502() -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    async with running_gateway(base_config({"users": dead})) as app:
+        async with httpx.AsyncClient(base_url=app.url) as client:
+            resp = await client.get("/api/users")
+    assert resp.status_code == 502
+    body = resp.json()
+    assert body["type"].endswith("upstream-connect")
+    assert body["request_id"] == resp.headers["x-request-id"]
+
+
+async def test_upstream_timeout_is_504(gw: httpx.AsyncClient) -> None:
+    resp = await gw.get("/api/users", headers={"X-Mock-Delay": "3"})
+    assert resp.status_code == 504
+    assert resp.json()["type"].endswith("upstream-timeout")
+
+
+async def test_dropped_connection_is_502(gw: httpx.AsyncClient) -> None:
+    resp = await gw.get("/api/users", headers={"X-Mock-Drop": "1"})
+    assert resp.status_code == 502
+    assert resp.json()["type"].endswith("upstream-reset")
+
+
+async def test_reset_mid_body_truncates_the_client_response(gw: httpx.AsyncClient) -> None:
+    with pytest.raises(httpx.RemoteProtocolError):
+        await gw.get("/api/users", headers={"X-Mock-Reset": "1"})
+    # The gateway keeps serving.
+    assert (await gw.get("/api/users")).status_code == 200
+
+
+async def test_upstream_status_and_body_pass_through(gw: httpx.AsyncClient) -> None:
+    resp = await gw.get("/api/users/999999")
+    assert resp.status_code == 404
+    created = await gw.post("/api/users", json={"name": "Ann", "email": "ann@example.com"})
+    assert created.status_code == 201, created.text
+    assert created.headers["location"].startswith("/api/users/")
+    invalid = await gw.post("/api/users", json={"name": ""})
+    assert invalid.status_code == 422
+    assert invalid.json()["errors"]
+
+
+async def test_no_cookies_leak_between_clients(gw: httpx.AsyncClient) -> None:
+    first = await gw.get("/api/users/_mock/respond?h=Set-Cookie:%20session=alice")
+    assert first.headers["set-cookie"] == "session=alice"  # passed on to its client...
+    async with httpx.AsyncClient(base_url=gw.base_url) as other:
+        resp = await other.get("/api/users/_mock/echo")
+    assert "cookie" not in echo_headers(resp)  # ...and never replayed for another one
+
+
+async def test_compressed_body_passes_as_received(gw: httpx.AsyncClient) -> None:
+    resp = await gw.get("/api/users/_mock/respond?h=Content-Encoding:%20identity&body=hello",
+                        headers={"Accept-Encoding": "gzip"})
+    assert resp.headers["content-encoding"] == "identity"
+    async with httpx.AsyncClient(base_url=gw.base_url) as bare:
+        bare.headers.pop("accept-encoding")
+        echo = await bare.get("/api/users/_mock/echo")
+    assert "accept-encoding" not in echo_headers(echo)  # none added on the client's behalf
+
+
+async def test_control_plane_endpoints(gw: httpx.AsyncClient) -> None:
+    root = (await gw.get("/")).json()
+    assert "/api/users" in root["routes"] and "users" in root["services"]
+    health = await gw.get("/health")
+    assert health.status_code == 200 and "store" in health.json()
+    assert (await gw.get("/ready")).status_code == 200
+    metrics = (await gw.get("/metrics")).json()
+    for key in ("requests", "services", "rate_limits", "circuit_breakers", "cache"):
+        assert key in metrics
+    assert {"total", "successful", "failed", "cached"} <= set(metrics["requests"])
+    spec = (await gw.get("/openapi.json")).json()
+    assert "/api/users" in spec["paths"] and "/api/users/{path}" in spec["paths"]
+    assert (await gw.get("/docs")).status_code == 200
+
+
+async def test_metrics_count_requests(gw: httpx.AsyncClient) -> None:
+    await gw.get("/api/users")
+    await gw.get("/api/users/999999")
+    metrics = (await gw.get("/metrics")).json()
+    assert metrics["requests"]["total"] >= 2
+    assert metrics["requests"]["successful"] >= 1 and metrics["requests"]["failed"] >= 1
+    assert metrics["services"]["users"]["requests"] >= 2
+
+
+async def test_health_reports_service_status(users_url: str) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    async with running_gateway(base_config({"users": users_url, "orders": dead})) as app:
+        async with httpx.AsyncClient(base_url=app.url) as client:
+            for _ in range(50):
+                body = (await client.get("/health")).json()
+                if body["services"]["orders"]["status"] != "unknown" and \
+                        body["services"]["users"]["status"] != "unknown":
+                    break
+                await asyncio.sleep(0.05)
+    assert body["services"]["users"]["status"] == "healthy"
+    assert body["services"]["orders"]["status"] == "unhealthy"
+    assert body["status"] == "degraded"
+
+
+async def test_control_plane_404_is_a_problem(gw: httpx.AsyncClient) -> None:
+    resp = await gw.get("/nothing/here")
+    assert resp.status_code == 404
+    assert resp.headers["content-type"] == "application/problem+json"
+    assert json.loads(resp.content)["title"] == "Not Found"
