@@ -1,0 +1,291 @@
+"""CircuitBreakerPolicy: the chain step in front of the upstream call.
+
+Per request (see docs/architecture.md):
+
+* `stage`: one read-only script call on the request's single round trip returns the state of
+  every target of the service.
+* `__call__`: a closed target is picked round-robin and set as `ctx.target`. When no target is
+  closed and none is due for a probe, the answer is an immediate 503 (`Retry-After`,
+  `X-Circuit-State: open`) with no upstream attempt. When a target is due for a probe (or
+  half-open), a second round trip (rare path) tries to take one of the cluster-wide probe
+  leases; without one the answer is 503 with `X-Circuit-State: half-open`.
+* after the response: ordinary outcomes go to the batching recorder, a probe's outcome is
+  settled at once (it decides between closed and open).
+
+Stale serving: a 503 from here sets `ctx.breaker_state` ("open"/"half-open") and
+`ctx.state["breaker_rejected"] = True`; the cache policy, which runs before this one, replaces
+such a response with a stale copy when it has one (`X-Cache: STALE`).
+
+Store down: every replica falls back to its own `LocalBreaker`, seeded from the last shared
+state it read. When the store is back, the targets opened locally are pushed to the shared
+state (`breaker_merge`, never shortening a shared open), then the local state is dropped and
+the shared state rules again.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from gateway.breaker.local import LocalBreaker
+from gateway.breaker.recorder import OutcomeRecorder
+from gateway.breaker.shared import (
+    PROBE_FAILURE,
+    PROBE_RELEASE,
+    PROBE_SUCCESS,
+    SharedBreaker,
+)
+from gateway.breaker.state import (
+    Admission,
+    BreakerRules,
+    BreakerState,
+    OutcomeRun,
+    ServiceView,
+    Transition,
+    log_transition,
+    verdict,
+)
+from gateway.config import GatewayConfig
+from gateway.context import RequestContext, Response
+from gateway.policy import Handler
+from gateway.problem import problem
+from gateway.store import Pending, Store, StoreBatch, StoreError, StoreUnavailable
+
+log = logging.getLogger("gateway.breaker")
+
+REJECTED_KEY = "breaker_rejected"
+
+
+class CircuitBreakerPolicy:
+    """Cluster-wide circuit breaker per service and upstream target, shared through the store."""
+
+    name = "circuit_breaker"
+
+    def __init__(
+        self,
+        store: Store,
+        targets: Mapping[str, Sequence[str]],
+        rules: Mapping[str, BreakerRules],
+        *,
+        key_prefix: str = "gw",
+        flush_interval: float = 0.005,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.rules = {s: r for s, r in rules.items() if r.enabled}
+        self.targets = {s: list(targets[s]) for s in self.rules}
+        self.clock = clock
+        self.shared = SharedBreaker(store, key_prefix, self.targets, self.rules)
+        self.local = LocalBreaker(self.targets, self.rules, clock)
+        self.recorder = OutcomeRecorder(self.shared, self._record_locally, flush_interval)
+        self._last_seen: dict[str, tuple[ServiceView, float]] = {}
+        self._turn = {s: itertools.count() for s in self.rules}
+        store.on_availability(self._on_store)
+
+    @classmethod
+    def from_config(cls, config: GatewayConfig, store: Store, **deps: Any) -> CircuitBreakerPolicy:
+        targets = {name: svc.upstreams for name, svc in config.services.items()}
+        rules = {name: BreakerRules.from_settings(config.breaker_for(name)) for name in config.services}
+        return cls(store, targets, rules, key_prefix=config.redis.key_prefix, **deps)
+
+    # -- the chain -----------------------------------------------------------------------------
+    def stage(self, ctx: RequestContext, batch: StoreBatch) -> Response | None:
+        service = ctx.route.service
+        if service in self.rules and self.store.available:
+            ctx.state[self.name] = self.shared.stage_read(batch, service)
+        return None
+
+    async def __call__(self, ctx: RequestContext, call_next: Handler) -> Response:
+        service = ctx.route.service
+        if service not in self.rules:
+            return await call_next(ctx)
+        view, shared = self._view(service, ctx.state.get(self.name))
+        closed = [i for i, t in enumerate(view.targets) if t.state is BreakerState.CLOSED]
+        if closed:
+            index = closed[next(self._turn[service]) % len(closed)] if len(closed) > 1 else closed[0]
+            return await self._send(ctx, call_next, index, 0, shared)
+        if not any(t.probe_due for t in view.targets):
+            retry = min(t.retry_after_ms for t in view.targets)
+            return self._reject(ctx, BreakerState.OPEN, retry)
+        admission, shared = await self._acquire(service, shared)
+        if admission.kind == "rejected":
+            return self._reject(ctx, admission.state, admission.retry_after_ms)
+        return await self._send(ctx, call_next, admission.target, admission.lease, shared)
+
+    def _view(self, service: str, pending: Pending | None) -> tuple[ServiceView, bool]:
+        """The shared state read in the round trip, or the local breaker's if the store failed."""
+        if pending is not None:
+            try:
+                view = SharedBreaker.parse_read(pending.result())
+            except StoreError as exc:
+                self._store_failed(service, exc)
+            else:
+                self._last_seen[service] = (view, self.clock())
+                return view, True
+        self._ensure_local(service)
+        return self.local.view(service), False
+
+    async def _acquire(self, service: str, shared: bool) -> tuple[Admission, bool]:
+        if shared:
+            try:
+                admission, transitions = await self.shared.acquire(service)
+            except StoreError as exc:
+                self._store_failed(service, exc)
+            else:
+                _log_all(transitions)
+                return admission, True
+        self._ensure_local(service)
+        admission, transitions = self.local.acquire(service)
+        _log_all(transitions)
+        return admission, False
+
+    async def _send(self, ctx: RequestContext, call_next: Handler, index: int, lease: int,
+                    shared: bool) -> Response:
+        service = ctx.route.service
+        ctx.target = self.targets[service][index]
+        ctx.breaker_state = (BreakerState.HALF_OPEN if lease else BreakerState.CLOSED).value
+
+        async def record() -> None:
+            await self._record(ctx, service, index, lease, shared)
+
+        # Registered before the call: a probe must give its lease back whatever happens.
+        ctx.after_response.append(record)
+        return await call_next(ctx)
+
+    def _reject(self, ctx: RequestContext, state: BreakerState, retry_ms: int) -> Response:
+        service = ctx.route.service
+        seconds = max(1, math.ceil(retry_ms / 1000))
+        ctx.breaker_state = state.value
+        ctx.state[REJECTED_KEY] = True
+        return problem(
+            503,
+            f"service {service!r} is unavailable: its circuit breaker is {state.value}; "
+            f"retry in {seconds} s",
+            request_id=ctx.request_id,
+            kind="circuit-open",
+            headers=[
+                (b"retry-after", str(seconds).encode()),
+                (b"x-circuit-state", state.value.encode()),
+                (b"cache-control", b"no-store"),
+            ],
+            service=service,
+        )
+
+    # -- after the response --------------------------------------------------------------------
+    async def _record(self, ctx: RequestContext, service: str, index: int, lease: int,
+                      shared: bool) -> None:
+        up = ctx.upstream
+        rules = self.rules[service]
+        counted, success = verdict(up.status if up else None, up.failure if up else None,
+                                   ctx.client_disconnected, rules.failure_statuses)
+        if lease:
+            outcome = PROBE_RELEASE if not counted else PROBE_SUCCESS if success else PROBE_FAILURE
+            await self._settle(service, index, lease, outcome, shared)
+        elif not counted:
+            return
+        elif shared:
+            self.recorder.add(service, index, success)
+        else:
+            run = OutcomeRun()
+            run.add(success)
+            _log_all(self._record_locally(service, index, run))
+
+    async def _settle(self, service: str, index: int, lease: int, outcome: int, shared: bool) -> None:
+        if shared:
+            try:
+                _log_all(await self.shared.settle_probe(service, index, lease, outcome))
+                return
+            except StoreError as exc:
+                # The shared lease expires by itself; the local breaker learns the verdict.
+                self._store_failed(service, exc)
+        self._ensure_local(service)
+        _log_all(self.local.settle_probe(service, index, lease, outcome))
+
+    def _record_locally(self, service: str, index: int, run: OutcomeRun) -> list[Transition]:
+        self._ensure_local(service)
+        return self.local.record(service, index, run)
+
+    # -- store down / back ---------------------------------------------------------------------
+    def _ensure_local(self, service: str) -> None:
+        if not self.local.has(service):
+            seen = self._last_seen.get(service)
+            if seen is None:
+                self.local.seed(service, None)
+            else:
+                self.local.seed(service, seen[0], seen[1])
+
+    def _store_failed(self, service: str, exc: StoreError) -> None:
+        if not isinstance(exc, StoreUnavailable):
+            # The store answered with an error (a bug, a wrong key type): say so loudly, but
+            # keep protecting the upstream with the local breaker.
+            log.error("circuit breaker %s: store error, using the local breaker: %s", service, exc)
+
+    def _on_store(self, available: bool) -> Any:
+        if available:
+            return self.resync()
+        return None
+
+    async def resync(self) -> None:
+        """Push targets opened locally during the outage to the shared state, then drop the
+        local state: from here on the shared state decides again."""
+        for service, index, remaining_ms in self.local.opens():
+            try:
+                _log_all(await self.shared.merge_open(service, index, remaining_ms))
+            except StoreError:
+                return  # down again: keep the local state, the next "back" retries
+        self.local.clear()
+        log.info("circuit breaker: store is back, shared state resumes")
+
+    # -- lifecycle and visibility --------------------------------------------------------------
+    async def start(self) -> None:
+        self.recorder.start()
+
+    async def close(self) -> None:
+        await self.recorder.close()
+
+    async def flush(self) -> None:
+        """Store the outcomes collected so far now (tests, shutdown)."""
+        await self.recorder.flush()
+
+    async def metrics(self) -> dict[str, Any]:
+        """Per service and target: state, recent failures, last transition. Read from the
+        store (cluster-wide); from this process's local breaker while the store is down."""
+        source = "redis"
+        try:
+            services = await self.shared.metrics() if self.rules else {}
+        except StoreError:
+            source = "local"
+            for service in self.rules:
+                self._ensure_local(service)
+            services = self.local.metrics()
+        out: dict[str, Any] = {}
+        for service, targets in services.items():
+            rules = self.rules[service]
+            out[service] = {
+                "state": _summary([t["state"] for t in targets.values()]),
+                "mode": "error_ratio" if rules.error_ratio_mode else "consecutive",
+                "recent_failures": sum(t["recent_failures"] for t in targets.values()),
+                "targets": targets,
+            }
+        return {"source": source, "services": out}
+
+
+def _summary(states: list[str]) -> str:
+    """A service's state: its targets' common state, or "degraded" when only some are closed."""
+    closed = BreakerState.CLOSED.value
+    if all(s == closed for s in states):
+        return closed
+    if any(s == closed for s in states):
+        return "degraded"
+    if any(s == BreakerState.HALF_OPEN.value for s in states):
+        return BreakerState.HALF_OPEN.value
+    return BreakerState.OPEN.value
+
+
+def _log_all(transitions: list[Transition]) -> None:
+    for transition in transitions:
+        log_transition(transition)
