@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from gateway.identity import IdentityPolicy
 from gateway.policy import Policy
+from gateway.ratelimit.policy import RateLimitPolicy
 
 if TYPE_CHECKING:
     from gateway.runtime import Gateway
@@ -12,4 +14,9 @@ if TYPE_CHECKING:
 
 def build(gateway: Gateway) -> list[Policy]:
     """identify -> rate limit -> cache -> circuit breaker (the upstream call is the terminal)."""
-    return []
+    config, store = gateway.config, gateway.store
+    assert store is not None
+    policies: list[Policy] = [IdentityPolicy.from_config(config)]
+    if config.rate_limit.enabled:
+        policies.append(RateLimitPolicy.from_config(config, store, replicas=gateway.replicas))
+    return policies

@@ -18,6 +18,7 @@ from gateway.forwarding import TrustedProxies
 from gateway.health import HealthMonitor
 from gateway.hotpath import HotPath
 from gateway.policy import Policy, PolicyChain
+from gateway.replicas import ReplicaRegistry
 from gateway.routing import RouteTable
 from gateway.stats import RequestStats
 from gateway.store import Store, embedded_store, redis_store
@@ -60,6 +61,7 @@ class Gateway:
         self.health = HealthMonitor(config)
         self.upstream = UpstreamPool(config)
         self.store: Store | None = None
+        self.replicas: ReplicaRegistry | None = None
         self.policies: dict[str, Policy] = {}
         self.hotpath: HotPath | None = None
         self.ready = False
@@ -78,6 +80,8 @@ class Gateway:
                         self.store.description)
             self.store.mark_down(ConnectionError("no answer at start-up"))
         await self.upstream.start()
+        self.replicas = ReplicaRegistry(self.store, self.config, self.replica_id)
+        await self.replicas.start()
         chain_policies = build_policies(self)
         self.policies = {p.name: p for p in chain_policies}
         for policy in chain_policies:
@@ -110,6 +114,8 @@ class Gateway:
                 except Exception:
                     log.exception("closing policy %s failed", policy.name)
         await self.upstream.close()
+        if self.replicas is not None:
+            await self.replicas.close()
         if self.store is not None:
             await self.store.close()
 
