@@ -99,8 +99,14 @@ class ReplicaRegistry:
             entries = await self.store.call("ZRANGE", self.set_key, 0, -1, "WITHSCORES")
         except StoreError:
             return [{**self.info, "last_seen": None, "stale": True}]
-        ids = [_text(member) for member in entries[0::2]]
-        seen = [float(score) / 1000 for score in entries[1::2]]
+        # redis-py answers WITHSCORES as [member, score] pairs or flat, depending on version.
+        pairs = (
+            entries
+            if entries and isinstance(entries[0], list | tuple)
+            else list(zip(entries[0::2], entries[1::2], strict=True))
+        )
+        ids = [_text(member) for member, _ in pairs]
+        seen = [float(score) / 1000 for _, score in pairs]
         if not ids:
             return []
         try:
