@@ -1,0 +1,749 @@
+"""Throughput of the gateway next to nginx, on loopback, with cores pinned.
+
+Run:  .venv/bin/python bench/proxy.py [--duration 10] [--runs 3] [--connections 32]
+                                      [--scenarios direct nginx gateway ...]
+
+What it starts (all on 127.0.0.1, ephemeral ports, all stopped by PID on exit or Ctrl-C):
+
+* backend   nginx, `worker_processes 1`, `return 200` with a 36-byte JSON body. Fixed for every
+            scenario. `/api/bench/cached` answers `Cache-Control: public, max-age=600`, every
+            other path `Cache-Control: no-store`.
+* nginx     nginx `proxy_pass` to the backend over a keep-alive upstream, `worker_processes 1`,
+            access log on (to a file), X-Forwarded-For/Proto and X-Request-Id set: the same work
+            the gateway does by default.
+* redis     redis-server `--save "" --appendonly no` (only when a gateway scenario is selected).
+* gateways  `gateway run --workers 1`, one process per gateway scenario, each with its own
+            config and Redis key prefix; all started up front so the runs can be interleaved.
+
+Core layout (2 cores): the proxy under test (nginx proxy or gateway) on core 1; wrk, the backend
+and redis-server on core 0. In the `direct` scenario wrk and the backend share core 0.
+
+Each run goes through every selected scenario in turn (so the ratios are measured side by side,
+not minutes apart); the table shows medians over `--runs`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results" / "latest.md"
+BODY = '{"id":1,"name":"bench","ok":true}\\n'  # nginx string: \n is a newline there
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+# -- scenarios -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One thing wrk is pointed at."""
+
+    name: str
+    description: str
+    target: str  # "backend", "nginx" or "gateway"
+    path: str = "/api/bench/nocache"
+    policies: tuple[str, ...] = ()  # gateway only: rate_limit, cache, circuit_breaker
+    access_log: bool = True
+
+    @property
+    def uses_redis(self) -> bool:
+        return self.target == "gateway"
+
+
+SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
+    Scenario("direct", "wrk -> backend (no proxy)", "backend"),
+    Scenario("nginx", "nginx proxy_pass, keep-alive upstream, access log on", "nginx"),
+    Scenario("gateway", "gateway, no policies, access log on (default)", "gateway"),
+    Scenario("gateway-nolog", "gateway, no policies, access log off", "gateway", access_log=False),
+    Scenario("ratelimit", "gateway, rate limiting only", "gateway", policies=("rate_limit",)),
+    Scenario("all-miss", "gateway, rate limit + cache + breaker, uncacheable response (miss)",
+             "gateway", policies=("rate_limit", "cache", "circuit_breaker")),
+    Scenario("all-hit", "gateway, rate limit + cache + breaker, cacheable response (hit)",
+             "gateway", path="/api/bench/cached", policies=("rate_limit", "cache", "circuit_breaker")),
+]}
+
+
+# -- measurement records -------------------------------------------------------------------------
+
+
+@dataclass
+class WrkResult:
+    """What wrk printed for one run."""
+
+    rps: float
+    requests: int
+    p50_ms: float
+    p99_ms: float
+    non2xx: int
+    socket_errors: int
+
+
+@dataclass
+class RunResult:
+    """One wrk run plus the CPU and Redis counters around it."""
+
+    wrk: WrkResult
+    proxy_cpu_us: float  # per request
+    backend_cpu_us: float
+    redis_cpu_us: float | None
+    redis_calls: dict[str, int] = field(default_factory=dict)
+    redis_reads: int | None = None
+
+
+@dataclass
+class ScenarioResult:
+    """All runs of one scenario, or why it could not run."""
+
+    scenario: Scenario
+    runs: list[RunResult] = field(default_factory=list)
+    skipped: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def median(self, get: Any) -> float | None:
+        values = [v for v in (get(r) for r in self.runs) if v is not None]
+        return statistics.median(values) if values else None
+
+
+# -- processes -----------------------------------------------------------------------------------
+
+
+class Processes:
+    """Every process the benchmark started, stopped by PID in reverse order."""
+
+    def __init__(self) -> None:
+        self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
+
+    def start(self, name: str, argv: list[str], log: Path, core: int | None,
+              env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        if core is not None:
+            argv = ["taskset", "-c", str(core), *argv]  # taskset execs: same PID
+        out = log.open("ab")
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=env, start_new_session=True, cwd=ROOT)
+        out.close()
+        self.children.append((name, proc))
+        return proc
+
+    def stop(self, proc: subprocess.Popen[bytes]) -> None:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=8)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+
+    def stop_all(self) -> None:
+        for _, proc in reversed(self.children):
+            try:
+                self.stop(proc)
+            except Exception as exc:  # keep stopping the others
+                print(f"bench: could not stop pid {proc.pid}: {exc}", file=sys.stderr)
+        self.children.clear()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:  # noqa: S310 - loopback only
+                if resp.status == 200:
+                    return True
+        except (OSError, urllib.error.URLError):
+            pass
+        time.sleep(0.1)
+    return False
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+def cpu_ticks(pid: int) -> int:
+    """utime + stime of a process (all its threads), in clock ticks."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2:].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def nginx_worker(master: int) -> int:
+    """The single worker of an nginx master (worker_processes 1)."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+        if children:
+            return int(children[0])
+        time.sleep(0.05)
+    raise RuntimeError(f"nginx master {master} has no worker")
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+# -- tools ---------------------------------------------------------------------------------------
+
+
+def ensure_tools() -> None:
+    missing = [pkg for pkg, binary in (("nginx", "nginx"), ("wrk", "wrk")) if not find_binary(binary)]
+    if missing:
+        print(f"bench: installing {' '.join(missing)} with apt-get", file=sys.stderr)
+        subprocess.run(["apt-get", "update"], check=False)
+        subprocess.run(["apt-get", "install", "-y", *missing], check=True)
+    if not shutil.which("taskset"):
+        print("bench: taskset not found (util-linux); running unpinned", file=sys.stderr)
+
+
+def find_binary(name: str) -> str | None:
+    return shutil.which(name) or next(
+        (p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}") if os.access(p, os.X_OK)), None)
+
+
+# -- configs -------------------------------------------------------------------------------------
+
+
+def nginx_common(tmp: Path, name: str) -> str:
+    return f"""
+worker_processes 1;
+daemon off;
+pid {tmp}/{name}.pid;
+error_log {tmp}/{name}-error.log warn;
+events {{ worker_connections 4096; }}
+"""
+
+
+def nginx_temp_paths(tmp: Path, name: str) -> str:
+    return "\n".join(f"  {kind}_temp_path {tmp}/{name}-{kind};"
+                     for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+
+
+def backend_conf(tmp: Path, port: int) -> str:
+    return nginx_common(tmp, "backend") + f"""
+http {{
+  access_log off;
+{nginx_temp_paths(tmp, "backend")}
+  keepalive_requests 100000000;
+  keepalive_timeout 300s;
+  server {{
+    listen 127.0.0.1:{port} backlog=4096;
+    default_type application/json;
+    location /api/bench/cached {{
+      add_header Cache-Control "public, max-age=600" always;
+      return 200 '{BODY}';
+    }}
+    location / {{
+      add_header Cache-Control "no-store" always;
+      return 200 '{BODY}';
+    }}
+  }}
+}}
+"""
+
+
+def proxy_conf(tmp: Path, port: int, backend: int) -> str:
+    return nginx_common(tmp, "proxy") + f"""
+http {{
+  access_log {tmp}/proxy-access.log;
+{nginx_temp_paths(tmp, "proxy")}
+  keepalive_requests 100000000;
+  keepalive_timeout 300s;
+  upstream backend {{
+    server 127.0.0.1:{backend};
+    keepalive 64;
+    keepalive_requests 100000000;
+  }}
+  server {{
+    listen 127.0.0.1:{port} backlog=4096;
+    location / {{
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto $scheme;
+      proxy_set_header X-Request-Id $request_id;
+    }}
+  }}
+}}
+"""
+
+
+def gateway_config(scenario: Scenario, backend: int, redis_port: int) -> dict[str, Any]:
+    unlimited = {"windows": [{"limit": 1_000_000_000, "window": 60}]}
+    return {
+        "services": {"bench": {"url": f"http://127.0.0.1:{backend}", "health_path": "/health"}},
+        "routes": {"/api/bench": "bench"},
+        # Limits nobody reaches: the benchmark measures the allowed path, not 429s.
+        "rate_limits": {"default": unlimited, "anonymous": unlimited, "premium": unlimited},
+        "rate_limit": {"enabled": "rate_limit" in scenario.policies},
+        "cache": {"enabled": "cache" in scenario.policies, "ttl": 300},
+        "circuit_breaker": {"enabled": "circuit_breaker" in scenario.policies},
+        "redis": {"url": f"redis://127.0.0.1:{redis_port}/0", "key_prefix": f"bench-{scenario.name}"},
+        "logging": {"access_log": scenario.access_log, "format": "json", "level": "INFO"},
+    }
+
+
+# -- wrk -----------------------------------------------------------------------------------------
+
+_UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
+
+
+def _latency_ms(text: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
+    if not m:
+        raise ValueError(f"unreadable latency {text!r}")
+    return float(m.group(1)) * _UNITS_MS[m.group(2)]
+
+
+def parse_wrk(out: str) -> WrkResult:
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    reqs = re.search(r"(\d+) requests in", out)
+    p50 = re.search(r"^\s+50%\s+(\S+)", out, re.M)
+    p99 = re.search(r"^\s+99%\s+(\S+)", out, re.M)
+    if not (rps and reqs and p50 and p99):
+        raise RuntimeError(f"could not parse wrk output:\n{out}")
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    return WrkResult(
+        rps=float(rps.group(1)), requests=int(reqs.group(1)),
+        p50_ms=_latency_ms(p50.group(1)), p99_ms=_latency_ms(p99.group(1)),
+        non2xx=int(non2xx.group(1)) if non2xx else 0,
+        socket_errors=sum(int(g) for g in sock.groups()) if sock else 0,
+    )
+
+
+def run_wrk(url: str, duration: float, connections: int, threads: int, core: int | None) -> WrkResult:
+    seconds = max(1, round(duration))  # wrk takes whole seconds
+    argv = [find_binary("wrk") or "wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s",
+            "--latency", url]
+    if core is not None:
+        argv = ["taskset", "-c", str(core), *argv]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 30, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr or done.stdout}")
+    return parse_wrk(done.stdout)
+
+
+# -- redis ---------------------------------------------------------------------------------------
+
+_OWN_COMMANDS = ("info", "config")  # what the benchmark itself sends
+
+
+class RedisCounters:
+    """Reset and read Redis' own counters: commands by type, reads (≈ round trips), CPU."""
+
+    def __init__(self, port: int, pid: int) -> None:
+        import redis
+
+        self.client = redis.Redis(host="127.0.0.1", port=port, decode_responses=True)
+        self.pid = pid
+
+    def reset(self) -> None:
+        self.client.config_resetstat()
+
+    def read(self) -> tuple[dict[str, int], int]:
+        raw = self.client.execute_command("INFO", "commandstats")
+        text = raw if isinstance(raw, str) else ""
+        calls: dict[str, int] = {}
+        if isinstance(raw, dict):
+            for name, stats in raw.items():
+                calls[name.removeprefix("cmdstat_")] = int(stats["calls"])
+        else:
+            for m in re.finditer(r"^cmdstat_([^:]+):calls=(\d+)", text, re.M):
+                calls[m.group(1)] = int(m.group(2))
+        calls = {k: v for k, v in calls.items() if k.split("|")[0] not in _OWN_COMMANDS}
+        stats = self.client.info("stats")
+        return calls, int(stats.get("total_reads_processed", 0))
+
+    def close(self) -> None:
+        self.client.close()
+
+
+# -- the benchmark -------------------------------------------------------------------------------
+
+
+@dataclass
+class Bench:
+    """The processes under test and where to reach them."""
+
+    args: argparse.Namespace
+    tmp: Path
+    procs: Processes
+    backend_port: int = 0
+    backend_worker: int = 0
+    nginx_port: int = 0
+    nginx_worker: int = 0
+    redis: RedisCounters | None = None
+    redis_pid: int = 0
+    gateways: dict[str, tuple[int, int]] = field(default_factory=dict)  # name -> (port, pid)
+
+    @property
+    def proxy_core(self) -> int | None:
+        return None if self.args.no_pin else self.args.proxy_core
+
+    @property
+    def load_core(self) -> int | None:
+        return None if self.args.no_pin else self.args.load_core
+
+    def start_nginx(self, name: str, conf: str, port: int, core: int | None) -> int:
+        path = self.tmp / f"{name}.conf"
+        path.write_text(conf)
+        nginx = find_binary("nginx") or "nginx"
+        check = subprocess.run([nginx, "-t", "-q", "-p", str(self.tmp), "-e", str(self.tmp / f"{name}-error.log"),
+                                "-c", str(path)], capture_output=True, text=True, check=False)
+        if check.returncode != 0:
+            raise RuntimeError(f"nginx {name} config rejected: {check.stderr}")
+        proc = self.procs.start(name, [nginx, "-p", str(self.tmp), "-e", str(self.tmp / f"{name}-error.log"),
+                                       "-c", str(path)], self.tmp / f"{name}.out", core)
+        if not wait_port(port, proc):
+            raise RuntimeError(f"nginx {name} did not start:\n{tail(self.tmp / f'{name}-error.log')}")
+        return nginx_worker(proc.pid)
+
+    def start_servers(self, scenarios: list[Scenario]) -> dict[str, str]:
+        """Start everything; return {scenario: reason} for gateways that could not start."""
+        self.backend_port = free_port()
+        self.backend_worker = self.start_nginx("backend", backend_conf(self.tmp, self.backend_port),
+                                               self.backend_port, self.load_core)
+        if any(s.target == "nginx" for s in scenarios):
+            self.nginx_port = free_port()
+            self.nginx_worker = self.start_nginx("proxy", proxy_conf(self.tmp, self.nginx_port, self.backend_port),
+                                                 self.nginx_port, self.proxy_core)
+        failed: dict[str, str] = {}
+        gateway_scenarios = [s for s in scenarios if s.target == "gateway"]
+        if not gateway_scenarios:
+            return failed
+        redis_port = free_port()
+        proc = self.procs.start("redis", ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
+                                          "--save", "", "--appendonly", "no"],
+                                self.tmp / "redis.out", self.load_core)
+        if not wait_port(redis_port, proc):
+            raise RuntimeError(f"redis-server did not start:\n{tail(self.tmp / 'redis.out')}")
+        self.redis_pid = proc.pid
+        self.redis = RedisCounters(redis_port, proc.pid)
+        gateway = str(ROOT / ".venv" / "bin" / "gateway")
+        if not os.access(gateway, os.X_OK):
+            gateway = shutil.which("gateway") or gateway
+        started: list[tuple[Scenario, int, subprocess.Popen[bytes]]] = []
+        for s in gateway_scenarios:
+            port = free_port()
+            cfg = self.tmp / f"gateway-{s.name}.yaml"
+            cfg.write_text(yaml.safe_dump(gateway_config(s, self.backend_port, redis_port), sort_keys=False))
+            env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+            gproc = self.procs.start(f"gateway-{s.name}", [gateway, "run", "--config", str(cfg), "--host", "127.0.0.1",
+                                                           "--port", str(port), "--workers", "1", "--grace", "2"],
+                                     self.tmp / f"gateway-{s.name}.log", self.proxy_core, env=env)
+            started.append((s, port, gproc))
+        for s, port, gproc in started:
+            if wait_http(f"http://127.0.0.1:{port}{s.path}", gproc, timeout=30):
+                self.gateways[s.name] = (port, gproc.pid)
+            else:
+                failed[s.name] = "gateway did not start or did not proxy:\n" + tail(
+                    self.tmp / f"gateway-{s.name}.log")
+                self.procs.stop(gproc)
+        return failed
+
+    def url(self, s: Scenario) -> str:
+        port = {"backend": self.backend_port, "nginx": self.nginx_port}.get(s.target)
+        if port is None:
+            port = self.gateways[s.name][0]
+        return f"http://127.0.0.1:{port}{s.path}"
+
+    def proxy_pid(self, s: Scenario) -> int:
+        if s.target == "backend":
+            return self.backend_worker
+        if s.target == "nginx":
+            return self.nginx_worker
+        return self.gateways[s.name][1]
+
+    def measure(self, s: Scenario, duration: float) -> RunResult:
+        proxy = self.proxy_pid(s)
+        redis = self.redis if s.uses_redis else None
+        if redis is not None:
+            redis.reset()
+        before = (cpu_ticks(proxy), cpu_ticks(self.backend_worker),
+                  cpu_ticks(self.redis_pid) if redis else 0)
+        result = run_wrk(self.url(s), duration, self.args.connections, self.args.threads, self.load_core)
+        after = (cpu_ticks(proxy), cpu_ticks(self.backend_worker),
+                 cpu_ticks(self.redis_pid) if redis else 0)
+        n = max(result.requests, 1)
+
+        def per_request_us(i: int) -> float:
+            return (after[i] - before[i]) / CLK_TCK * 1e6 / n
+
+        calls: dict[str, int] = {}
+        reads = None
+        if redis is not None:
+            calls, reads = redis.read()
+        return RunResult(
+            wrk=result,
+            proxy_cpu_us=per_request_us(0),
+            backend_cpu_us=0.0 if s.target == "backend" else per_request_us(1),
+            redis_cpu_us=per_request_us(2) if redis else None,
+            redis_calls=calls, redis_reads=reads,
+        )
+
+    def response_headers(self, s: Scenario) -> dict[str, str]:
+        with urllib.request.urlopen(self.url(s), timeout=5) as resp:  # noqa: S310 - loopback only
+            return {k.lower(): v for k, v in resp.headers.items()}
+
+
+def policy_check(s: Scenario, result: ScenarioResult, headers: dict[str, str]) -> None:
+    """Note when a switched-on policy shows no sign of running (not wired yet)."""
+    if not s.policies:
+        return
+    calls = result.median(lambda r: sum(r.redis_calls.values()) / max(r.wrk.requests, 1))
+    if not calls:
+        result.notes.append("no Redis commands per request: the policies seem not to be wired into "
+                            "the gateway yet (gateway/policies.py build() returns no policy?)")
+    if "rate_limit" in s.policies and not any(h.startswith(("ratelimit", "x-ratelimit")) for h in headers):
+        result.notes.append("no RateLimit-* / X-RateLimit-* response header seen")
+    if s.name == "all-hit":
+        hit = headers.get("x-cache", "").upper().startswith("HIT") or "age" in headers
+        if not hit:
+            result.notes.append("the response did not look like a cache hit (no X-Cache: HIT or Age header)")
+
+
+# -- report --------------------------------------------------------------------------------------
+
+
+def fmt(value: float | None, digits: int = 0) -> str:
+    if value is None:
+        return "—"
+    return f"{value:,.{digits}f}"
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a and b else None
+
+
+BUDGETS = [
+    # (label, numerator, denominator, budget)
+    ("gateway / nginx", "gateway", "nginx", 0.35),
+    ("gateway / direct", "gateway", "direct", None),
+    ("gateway (no access log) / nginx", "gateway-nolog", "nginx", None),
+    ("gateway access log on / off", "gateway", "gateway-nolog", None),
+    ("rate limit on / off", "ratelimit", "gateway", 0.8),
+    ("all policies, miss / no policies", "all-miss", "gateway", None),
+    ("all policies, miss / nginx", "all-miss", "nginx", None),
+    ("cache hit / nginx", "all-hit", "nginx", 0.5),
+]
+
+
+def render(results: dict[str, ScenarioResult], args: argparse.Namespace, layout: str) -> str:
+    rps = {name: r.median(lambda x: x.wrk.rps) for name, r in results.items() if r.runs}
+    lines = [
+        f"# Gateway benchmark — {dt.datetime.now().strftime('%Y-%m-%d %H:%M')}",
+        "",
+        f"- machine: {cpu_model()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}",
+        f"- commit: {git_commit()}",
+        f"- wrk -t{args.threads} -c{args.connections} -d{args.duration}s --latency, {args.runs} runs per scenario "
+        f"(interleaved), medians shown",
+        f"- layout: {layout}",
+        "",
+        "| scenario | req/s | × nginx | p50 ms | p99 ms | proxy CPU µs/req | backend CPU µs/req | non-2xx | sock err | req/s of each run |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for name, r in results.items():
+        if not r.runs:
+            lines.append(f"| {name} | skipped | | | | | | | | {first_line(r.skipped)} |")
+            continue
+        lines.append("| " + " | ".join([
+            name, fmt(rps[name]), fmt(ratio(rps[name], rps.get("nginx")), 2),
+            fmt(r.median(lambda x: x.wrk.p50_ms), 2), fmt(r.median(lambda x: x.wrk.p99_ms), 2),
+            fmt(r.median(lambda x: x.proxy_cpu_us), 1),
+            fmt(r.median(lambda x: x.backend_cpu_us), 1) if r.scenario.target != "backend" else "(is proxy)",
+            fmt(r.median(lambda x: x.wrk.non2xx)), fmt(r.median(lambda x: x.wrk.socket_errors)),
+            ", ".join(fmt(x.wrk.rps) for x in r.runs),
+        ]) + " |")
+    lines += ["", "Scenarios: " + "; ".join(f"`{n}` = {r.scenario.description}" for n, r in results.items()), ""]
+
+    redis_rows = [(n, r) for n, r in results.items() if r.runs and r.scenario.uses_redis]
+    if redis_rows:
+        lines += [
+            "## Redis per request",
+            "",
+            "From Redis' own counters (CONFIG RESETSTAT before each run, INFO after), divided by wrk's "
+            "request count. `commands` counts every command Redis executed, including those a Lua "
+            "script calls; `reads` is `total_reads_processed` — socket reads, i.e. round trips "
+            "(a pipeline is one; requests batched into one pipeline share one). Both include "
+            "work done after the response (recording outcomes, cache stores) and background "
+            "tasks (heartbeats, probes).",
+            "",
+            "| scenario | commands/req | reads (round trips)/req | redis CPU µs/req | calls/req by command |",
+            "|---|---:|---:|---:|---|",
+        ]
+        for name, r in redis_rows:
+            per_cmd: dict[str, float] = {}
+            for cmd in sorted({c for x in r.runs for c in x.redis_calls}):
+                per_cmd[cmd] = r.median(lambda x, c=cmd: x.redis_calls.get(c, 0) / max(x.wrk.requests, 1)) or 0.0
+            by_cmd = ", ".join(f"{c} {v:.3f}" for c, v in sorted(per_cmd.items(), key=lambda kv: -kv[1])) or "none"
+            lines.append("| " + " | ".join([
+                name,
+                fmt(r.median(lambda x: sum(x.redis_calls.values()) / max(x.wrk.requests, 1)), 3),
+                fmt(r.median(lambda x: (x.redis_reads or 0) / max(x.wrk.requests, 1)), 3),
+                fmt(r.median(lambda x: x.redis_cpu_us), 1),
+                by_cmd,
+            ]) + " |")
+        lines.append("")
+
+    lines += ["## Ratios and budgets", "", "| ratio | value | budget | met |", "|---|---:|---:|---|"]
+    for label, num, den, budget in BUDGETS:
+        value = ratio(rps.get(num), rps.get(den))
+        met = "—" if budget is None or value is None else ("yes" if value >= budget else "**no**")
+        lines.append(f"| {label} | {fmt(value, 2)} | {'≥ ' + str(budget) if budget else ''} | {met} |")
+    rt = [(n, r.median(lambda x: (x.redis_reads or 0) / max(x.wrk.requests, 1)))
+          for n, r in results.items() if r.runs and r.scenario.policies]
+    if rt:
+        shown = ", ".join(f"{n} {fmt(v, 2)}" for n, v in rt)
+        hit = dict(rt).get("all-hit")
+        met = "—" if hit is None else ("yes (indicative)" if hit <= 1.05 else "**no** (indicative)")
+        lines.append(f"| Redis round trips/req (cache hit = lookup only) | {shown} | ≤ 1 before upstream | {met} |")
+    lines.append("")
+
+    notes = [(n, note) for n, r in results.items() for note in ([r.skipped] if r.skipped else []) + r.notes]
+    if notes:
+        lines += ["## Notes", ""]
+        lines += [f"- `{n}`: {first_line(note)}" for n, note in notes]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def first_line(text: str | None) -> str:
+    return (text or "").strip().splitlines()[0] if text and text.strip() else ""
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def git_commit() -> str:
+    done = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                          capture_output=True, text=True, check=False)
+    return done.stdout.strip() or "unknown"
+
+
+# -- main ----------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--duration", type=int, default=10, help="seconds per wrk run (default 10)")
+    p.add_argument("--runs", type=int, default=3, help="runs per scenario; medians are reported (default 3)")
+    p.add_argument("--connections", type=int, default=32, help="wrk -c (default 32)")
+    p.add_argument("--threads", type=int, default=1, help="wrk -t (default 1: wrk has one core)")
+    p.add_argument("--warmup", type=int, default=1, help="seconds of unrecorded load per scenario first")
+    p.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=list(SCENARIOS), metavar="NAME",
+                   help=f"subset to run, in order (default all: {' '.join(SCENARIOS)})")
+    p.add_argument("--proxy-core", type=int, default=1, help="core of the proxy under test (default 1)")
+    p.add_argument("--load-core", type=int, default=0, help="core of wrk, backend, redis (default 0)")
+    p.add_argument("--no-pin", action="store_true", help="do not pin cores with taskset")
+    p.add_argument("--output", type=Path, default=RESULTS, help=f"Markdown report (default {RESULTS})")
+    p.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (configs, logs)")
+    args = p.parse_args(argv)
+    if not args.no_pin and (not shutil.which("taskset") or (os.cpu_count() or 1) < 2):
+        args.no_pin = True
+    if args.runs < 1 or args.duration <= 0 or args.connections < 1:
+        p.error("--runs, --duration and --connections must be positive")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    ensure_tools()
+    scenarios = [SCENARIOS[n] for n in dict.fromkeys(args.scenarios)]
+    layout = ("unpinned" if args.no_pin else
+              f"proxy under test on core {args.proxy_core}; wrk, backend and redis-server on core {args.load_core}")
+    tmp = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
+    procs = Processes()
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    bench = Bench(args, tmp, procs)
+    results = {s.name: ScenarioResult(s) for s in scenarios}
+    try:
+        print(f"bench: starting servers ({layout}); logs in {tmp}", file=sys.stderr)
+        for name, reason in bench.start_servers(scenarios).items():
+            results[name].skipped = reason
+        active = [s for s in scenarios if not results[s.name].skipped]
+        for s in active:  # warm up: connection pools, JIT-free but caches and the cache entry
+            run_wrk(bench.url(s), args.warmup, args.connections, args.threads, bench.load_core)
+        for i in range(args.runs):
+            for s in active:
+                r = bench.measure(s, args.duration)
+                results[s.name].runs.append(r)
+                print(f"bench: run {i + 1}/{args.runs} {s.name:14} {r.wrk.rps:10,.0f} req/s  "
+                      f"p99 {r.wrk.p99_ms:6.2f} ms  proxy {r.proxy_cpu_us:6.1f} µs/req"
+                      + (f"  non-2xx {r.wrk.non2xx}" if r.wrk.non2xx else ""), file=sys.stderr)
+        for s in active:
+            try:
+                headers = bench.response_headers(s)
+            except OSError as exc:
+                headers = {}
+                results[s.name].notes.append(f"probe request failed: {exc}")
+            policy_check(s, results[s.name], headers)
+    except KeyboardInterrupt:
+        print("bench: interrupted; stopping everything", file=sys.stderr)
+        return 130
+    finally:
+        if bench.redis is not None:
+            bench.redis.close()
+        procs.stop_all()
+        if not args.keep_tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+    report = render(results, args, layout)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(report)
+    print(report)
+    print(f"bench: written to {args.output}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
