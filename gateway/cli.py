@@ -25,6 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     dev.add_argument("--config", help="config file (default: the built-in dev config with demo keys)")
     dev.add_argument("--port", type=int, default=8000)
     dev.add_argument("--host", default="127.0.0.1")
+    dev.add_argument("--services-port", type=int, default=8001,
+                     help="first mock service port: users, products, orders take it and the next two")
 
     run = sub.add_parser("run", help="run the gateway alone")
     run.add_argument("--config", help="config file (default: $GATEWAY_CONFIG or ./gateway.yaml)")
@@ -124,17 +126,22 @@ def _dev(args: argparse.Namespace) -> int:
     config = _load(config_file)
     if config is None:
         return 1
+    ports = {name: args.services_port + i for i, name in enumerate(DEV_SERVICES)}
+    if not args.config:
+        for name, port in ports.items():  # keep the built-in config pointing at them
+            os.environ[f"GATEWAY_SERVICES__{name.upper()}__URL"] = f"http://127.0.0.1:{port}"
     children: list[subprocess.Popen[bytes]] = []
     try:
-        for name, port in DEV_SERVICES.items():
+        for name, port in ports.items():
             children.append(subprocess.Popen(
                 [sys.executable, "-m", "services", name, "--host", "127.0.0.1", "--port", str(port)]))
-        for name, port in DEV_SERVICES.items():
+        for name, port in ports.items():
             if not _wait_healthy(f"http://127.0.0.1:{port}/health", children):
                 print(f"gateway dev: mock service {name} did not start on :{port} "
                       "(is the port in use?)", file=sys.stderr)
                 return 1
-        print(f"gateway dev: mock services on :8001-:8003, gateway on http://{args.host}:{args.port} "
+        first, last = min(ports.values()), max(ports.values())
+        print(f"gateway dev: mock services on :{first}-:{last}, gateway on http://{args.host}:{args.port} "
               "(embedded store; Ctrl-C stops everything)", file=sys.stderr)
         return _serve(config_file, args.host, args.port, text_logs=True)
     finally:
