@@ -1,0 +1,79 @@
+"""Redis key names of the cache, and the Vary secondary key.
+
+Everything about one URL lives under one hash tag `{<url hash>}` (Redis Cluster: one slot):
+
+    <p>:c:{h}              root HASH: per scope its Vary names, its variants, a pass marker
+    <p>:c:{h}:<vid>        one stored variant: a HASH of numbers the Lua reads + the entry blob
+    <p>:c:{h}:lock:<scope> the fill lock (SET NX PX)
+    <p>:c:{h}:inv          time of the last invalidation (a fill started before it is not stored)
+
+Per route prefix, an index of the URLs stored (for prefix purges, no SCAN), and cluster-wide size
+accounting under one tag:
+
+    <p>:c:idx:{<route hash>}   ZSET url -> expiry (ms)
+    <p>:c:{size}:exp / :bytes / :tot
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable
+
+_COMMA = re.compile(rb"[ \t]*,[ \t]*")
+ABSENT = b"\x00"  # a field absent from a request only matches its absence (§4.1)
+
+SHARED_SCOPE = "s"
+
+
+def url_hash(url: str) -> str:
+    return hashlib.sha256(url.encode("utf-8", "surrogateescape")).hexdigest()[:24]
+
+
+def consumer_scope(consumer_id: str | None, authorization: bytes | None) -> str:
+    """The scope of a response stored for one consumer only (never shown to another)."""
+    digest = hashlib.sha256()
+    digest.update((consumer_id or "").encode())
+    digest.update(b"\x00")
+    digest.update(authorization or b"")
+    return "u:" + digest.hexdigest()[:24]
+
+
+class CacheKeys:
+    """Key names under the configured prefix (default `gw`)."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.channel = f"{prefix}:c:fills"
+        self.size_exp = f"{prefix}:c:{{size}}:exp"
+        self.size_bytes = f"{prefix}:c:{{size}}:bytes"
+        self.size_total = f"{prefix}:c:{{size}}:tot"
+
+    def root(self, h: str) -> str:
+        return f"{self.prefix}:c:{{{h}}}"
+
+    def lock(self, h: str, scope: str) -> str:
+        return f"{self.prefix}:c:{{{h}}}:lock:{scope}"
+
+    def invalidated(self, h: str) -> str:
+        return f"{self.prefix}:c:{{{h}}}:inv"
+
+    def index(self, route_prefix: str) -> str:
+        tag = hashlib.sha256(route_prefix.encode()).hexdigest()[:16]
+        return f"{self.prefix}:c:idx:{{{tag}}}"
+
+
+def secondary_key(names: Iterable[str], headers: Iterable[tuple[bytes, bytes]]) -> bytes:
+    """The Vary secondary key (§4.1); `lua/cache_lookup.lua` computes the same bytes.
+
+    For each nominated field (sorted, lower-case): `name=value\\n`, the value being the field's
+    lines stripped, joined with "," and with whitespace around commas removed; absent -> NUL.
+    """
+    pairs = list(headers)
+    out = bytearray()
+    for name in names:
+        wanted = name.encode("latin-1")
+        values = [v.strip(b" \t") for k, v in pairs if k == wanted]
+        value = _COMMA.sub(b",", b",".join(values)) if values else ABSENT
+        out += wanted + b"=" + value + b"\n"
+    return bytes(out)

@@ -1,0 +1,624 @@
+"""CachePolicy: the shared RFC 9111 response cache on the hot path.
+
+    stage      GET/HEAD: one Lua lookup joins the request's single pre-upstream round trip; it
+               picks the Vary variant, judges freshness and, on a miss, tries to take the fill lock.
+    __call__   fresh           -> the stored response, no upstream contact (X-Cache: HIT)
+               stale allowed   -> max-stale / stale-while-revalidate (refreshed once, in the
+                                  background)  (X-Cache: STALE)
+               miss + lock     -> upstream; the body is teed while it streams to the client
+                                  and stored afterwards (X-Cache: MISS)
+               miss, no lock   -> wait (pub/sub) for the replica filling it, then look again
+               upstream failed -> a stale copy if the response and RFC 5861 allow (X-Cache: STALE)
+               store down      -> straight upstream (X-Cache: BYPASS), never an error
+    unsafe methods  a 2xx/3xx invalidates the URL and same-origin Location / Content-Location
+    PURGE <url>     an admin key purges the URL, on every replica at once
+
+Authenticated requests (a verified consumer, or an Authorization header) never see another
+consumer's response: a response to them is stored in the shared scope only when it says it may
+be shared (public, s-maxage, must-revalidate; RFC 9111 §3.5), otherwise in that consumer's own
+scope, seen by that consumer alone. `private` and `no-store` responses are never stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import functools
+import json
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+from gateway.cache.coalesce import FillWaiters
+from gateway.cache.directives import CacheDirectives, request_directives, response_directives
+from gateway.cache.entry import CacheEntry
+from gateway.cache.freshness import (
+    conditional_headers,
+    corrected_initial_age,
+    decide_store,
+    has_validators,
+    may_serve_stale_on_error,
+    no_stale,
+    not_modified,
+    not_modified_headers,
+    refreshed_headers,
+    retention,
+    shareable_when_authenticated,
+    storable_headers,
+    vary_names,
+)
+from gateway.cache.keys import SHARED_SCOPE, CacheKeys, consumer_scope, url_hash
+from gateway.cache.store import (
+    EXPIRED,
+    FRESH,
+    MISS,
+    PASS,
+    STALE,
+    SWR,
+    CacheStore,
+    Lookup,
+    LookupKey,
+    StoredFreshness,
+)
+from gateway.config import CacheSettings, GatewayConfig, RouteCache
+from gateway.context import Headers, RequestContext, Response
+from gateway.problem import problem
+from gateway.store import Pending, Store, StoreBatch, StoreError
+
+log = logging.getLogger("gateway.cache")
+
+Handler = Callable[[RequestContext], Awaitable[Response]]
+HIT, MISS_, STALE_, BYPASS = b"HIT", b"MISS", b"STALE", b"BYPASS"
+_CLIENT_CONDITIONALS = (b"if-none-match", b"if-modified-since")
+_SAFE = frozenset({"GET", "HEAD"})
+_UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+MAX_WAITS = 4  # lookups after waiting before a request gives up on coalescing and fetches
+
+
+@dataclass(frozen=True, slots=True)
+class RouteCachePlan:
+    enabled: bool
+    ttl: float
+
+
+@dataclass(slots=True)
+class _Lookup:
+    key: LookupKey
+    pending: Pending
+    staged_at: float
+    authenticated: bool
+    ttl: float
+
+
+@dataclass(slots=True)
+class _Pass:
+    reason: str
+
+
+@dataclass(slots=True)
+class _Unsafe:
+    url: str
+
+
+@dataclass(slots=True)
+class _Purge:
+    url: str
+
+
+@dataclass(slots=True)
+class CacheCounters:
+    """Per-process counters for /metrics (size comes from Redis, cluster-wide)."""
+
+    hits: int = 0
+    misses: int = 0
+    stale: int = 0
+    bypass: int = 0
+    revalidated: int = 0
+    coalesced_waits: int = 0
+    stored: int = 0
+    not_stored: int = 0
+    too_large: int = 0
+    invalidations: int = 0
+    store_errors: int = 0
+
+
+@dataclass(slots=True)
+class BodyTee:
+    """Copies a streamed body into memory up to `limit` bytes; beyond that it only streams."""
+
+    limit: int
+    chunks: list[bytes] = field(default_factory=list)
+    size: int = 0
+    complete: bool = False
+    overflow: bool = False
+
+    def wrap(self, source: Any) -> Any:
+        async def stream() -> Any:
+            async for chunk in source:
+                if not self.overflow:
+                    self.size += len(chunk)
+                    if self.size > self.limit:
+                        self.overflow = True
+                        self.chunks = []
+                    else:
+                        self.chunks.append(chunk)
+                yield chunk
+            self.complete = True
+
+        return stream()
+
+    @property
+    def body(self) -> bytes:
+        return b"".join(self.chunks)
+
+
+def request_url(ctx: RequestContext) -> str:
+    """The cache key's URL: the path and query as received (method-independent)."""
+    url = ctx.raw_path.decode("latin-1")
+    if ctx.query_string:
+        url += "?" + ctx.query_string.decode("latin-1")
+    return url
+
+
+def presented_admin_key(headers: Headers) -> bytes | None:
+    """The key in `X-API-Key` or `Authorization: Bearer`, or None."""
+    for name, value in headers:
+        if name == b"x-api-key":
+            return value.strip()
+    for name, value in headers:
+        if name == b"authorization":
+            scheme, _, token = value.strip().partition(b" ")
+            if scheme.lower() == b"bearer":
+                return token.strip()
+    return None
+
+
+class CachePolicy:
+    """The shared response cache (see the module docstring)."""
+
+    name = "cache"
+
+    def __init__(
+        self,
+        settings: CacheSettings,
+        store: Store,
+        *,
+        key_prefix: str = "gw",
+        routes: Mapping[str, RouteCache] | None = None,
+        admin_check: Callable[[bytes | None], bool] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.keys = CacheKeys(key_prefix)
+        self.cache = CacheStore(store, self.keys, lock_timeout=settings.lock_timeout,
+                                max_variants=settings.max_variants, pass_ttl=settings.pass_ttl)
+        self.waiters = FillWaiters(store, self.keys.channel)
+        self.counters = CacheCounters()
+        self.route_prefixes = list(routes or {})
+        self._plans = {
+            prefix: RouteCachePlan(settings.enabled and rc.enabled, settings.ttl if rc.ttl is None else rc.ttl)
+            for prefix, rc in (routes or {}).items()
+        }
+        self._default_plan = RouteCachePlan(settings.enabled, settings.ttl)
+        self._admin_check = admin_check or (lambda key: False)
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    @classmethod
+    def from_config(cls, config: GatewayConfig, store: Store, **deps: Any) -> CachePolicy:
+        from gateway.identity import admin_key_matches
+
+        return cls(
+            config.cache, store, key_prefix=config.redis.key_prefix,
+            routes={prefix: route.cache for prefix, route in config.routes.items()},
+            admin_check=lambda key: admin_key_matches(config, key),
+        )
+
+    async def start(self) -> None:
+        await self.waiters.start()
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await self.waiters.close()
+
+    def plan(self, route_prefix: str) -> RouteCachePlan:
+        return self._plans.get(route_prefix, self._default_plan)
+
+    # -- admin ---------------------------------------------------------------------------
+    def admin_allowed(self, headers: Headers) -> Response | None:
+        """None when the request carries an admin key, else the 401 / 403 problem."""
+        key = presented_admin_key(headers)
+        if not key:
+            return problem(401, "purging the cache needs an admin key (X-API-Key or Authorization: Bearer)",
+                           kind="admin-key-required",
+                           headers=[(b"www-authenticate", b'Bearer realm="gateway-admin"')])
+        if not self._admin_check(key):
+            return problem(403, "this key may not purge the cache", kind="not-an-admin-key")
+        return None
+
+    async def purge(self, *, url: str | None = None, prefix: str | None = None) -> int:
+        """Delete a URL's stored responses, or every URL under a prefix. Raises StoreError."""
+        if url is not None:
+            target = _path_and_query(url)
+            count = await self.cache.invalidate([target])
+            for route_prefix in self.route_prefixes:
+                await self.cache.forget_indexed(target, route_prefix)
+            return count
+        assert prefix is not None
+        return await self.cache.purge_prefix(_path_and_query(prefix), self.route_prefixes)
+
+    async def metrics(self) -> dict[str, Any]:
+        out: dict[str, Any] = dataclasses.asdict(self.counters)
+        try:
+            entries, size = await self.cache.size()
+            out["entries"], out["bytes"] = entries, size
+        except StoreError:
+            out["entries"] = out["bytes"] = None
+        out["subscribed"] = self.waiters.subscribed
+        return out
+
+    # -- stage ---------------------------------------------------------------------------
+    def stage(self, ctx: RequestContext, batch: StoreBatch) -> Response | None:
+        plan = self.plan(ctx.route.prefix)
+        if not plan.enabled:
+            return None
+        method = ctx.method
+        if method == "PURGE":
+            refused = self.admin_allowed(ctx.scope.get("headers") or ctx.headers)
+            if refused is not None:
+                return refused
+            ctx.state[self.name] = _Purge(request_url(ctx))
+            return None
+        if method not in _SAFE:
+            ctx.state[self.name] = _Unsafe(request_url(ctx)) if method in _UNSAFE else _Pass("method")
+            return None
+        if ctx.header(b"range") is not None:
+            ctx.state[self.name] = _Pass("range")  # we keep whole responses only
+            return None
+        request_cc = request_directives(ctx.headers)
+        consumer = ctx.consumer
+        authorization = ctx.header(b"authorization")
+        authenticated = bool(consumer and consumer.authenticated) or authorization is not None
+        scope = (
+            consumer_scope(consumer.id if consumer and consumer.authenticated else None, authorization)
+            if authenticated else SHARED_SCOPE
+        )
+        url = request_url(ctx)
+        key = LookupKey(
+            url=url, h=url_hash(url), scope=scope, check_shared=authenticated,
+            token=secrets.token_hex(8), may_fill=method == "GET" and not request_cc.no_store,
+            request_cc=request_cc, headers=tuple(ctx.headers),
+        )
+        pending = self.cache.stage_lookup(batch, key)
+        ctx.state[self.name] = _Lookup(key, pending, time.monotonic(), authenticated, plan.ttl)
+        return None
+
+    # -- call ----------------------------------------------------------------------------
+    async def __call__(self, ctx: RequestContext, call_next: Handler) -> Response:
+        state = ctx.state.get(self.name)
+        if state is None:
+            return await call_next(ctx)
+        if isinstance(state, _Lookup):
+            return await self._cached(ctx, state, call_next)
+        if isinstance(state, _Purge):
+            return await self._purge_request(ctx, state)
+        response = await call_next(ctx)
+        self._mark(ctx, response, BYPASS)
+        if isinstance(state, _Unsafe) and 200 <= response.status < 400 and not _upstream_failed(ctx):
+            targets = _invalidation_targets(ctx, state.url, response)
+            ctx.after_response.append(lambda: self._invalidate(targets))
+        return response
+
+    async def _cached(self, ctx: RequestContext, st: _Lookup, call_next: Handler) -> Response:
+        key = st.key
+        try:
+            found = self.cache.parse_lookup(st.pending.result(), key.url)
+        except StoreError:
+            return await self._bypass(ctx, call_next)
+        staged_at = st.staged_at
+        waited = 0
+        while True:
+            state = found.state
+            if state == FRESH:
+                self.counters.hits += 1
+                return self._from_cache(ctx, found.entry, found.age, HIT)  # type: ignore[arg-type]
+            if state == STALE:
+                self.counters.stale += 1
+                return self._from_cache(ctx, found.entry, found.age, STALE_)  # type: ignore[arg-type]
+            if state == SWR:
+                if found.got_lock:
+                    ctx.after_response.append(functools.partial(self._spawn_refresh, ctx, st, found, call_next))
+                self.counters.stale += 1
+                return self._from_cache(ctx, found.entry, found.age, STALE_)  # type: ignore[arg-type]
+            if key.request_cc.only_if_cached:
+                self.counters.misses += 1
+                ctx.response_headers.append((b"x-cache", MISS_))
+                ctx.cache_status = "MISS"
+                return problem(504, "the response is not in the cache and the request said only-if-cached",
+                               request_id=ctx.request_id, kind="not-cached")
+            if state == PASS or found.got_lock or not key.may_fill or key.request_cc.no_cache or waited >= MAX_WAITS:
+                return await self._fetch(ctx, st, found, call_next, holding=found.got_lock)
+            # Another request (maybe on another replica) is filling this key: wait for it.
+            if waited == 0:
+                self.counters.coalesced_waits += 1
+            waited += 1
+            outcome = await self.waiters.wait(f"{key.h}|{key.scope}", staged_at, found.lock_ttl + 0.05)
+            if outcome == "pass":
+                return await self._fetch(ctx, st, found, call_next, holding=False)
+            if outcome == "error" and found.entry is not None and self._stale_on_error(st, found, disconnected=True):
+                self.counters.stale += 1
+                return self._from_cache(ctx, found.entry, found.age, STALE_)
+            staged_at = time.monotonic()
+            try:
+                found = await self.cache.lookup(key)
+            except StoreError:
+                return await self._bypass(ctx, call_next)
+            if outcome == "error" and found.state in (MISS, EXPIRED) and not found.got_lock:
+                return await self._fetch(ctx, st, found, call_next, holding=False)
+
+    # -- upstream ------------------------------------------------------------------------
+    async def _fetch(self, ctx: RequestContext, st: _Lookup, found: Lookup, call_next: Handler,
+                     *, holding: bool) -> Response:
+        key = st.key
+        token = key.token if holding else ""
+        client_conditionals = [(k, v) for k, v in ctx.headers if k in _CLIENT_CONDITIONALS]
+        stored = found.entry
+        revalidating = False
+        if key.may_fill:
+            # Fetch what we can store: a full response, or a 304 for our own validators.
+            for name in _CLIENT_CONDITIONALS:
+                ctx.remove_header(name)
+            if stored is not None and stored.status == 200 and has_validators(stored.headers):
+                ctx.headers.extend(conditional_headers(stored.headers))
+                revalidating = True
+        request_time = time.time()
+        response = await call_next(ctx)
+        response_time = time.time()
+
+        failure = _failure_kind(ctx, response)
+        if failure is not None:
+            if stored is not None and self._stale_on_error(st, found, disconnected=failure == "disconnected"):
+                _discard(response)
+                if holding:
+                    ctx.after_response.append(lambda: self._release(key, token, "error"))
+                self.counters.stale += 1
+                return self._from_cache(ctx, stored, found.age, STALE_, client_conditionals)
+            if holding:
+                ctx.after_response.append(lambda: self._release(key, token, "error"))
+            self.counters.misses += 1
+            return self._mark(ctx, response, MISS_)
+
+        if revalidating and response.status == 304 and stored is not None:
+            _discard(response)
+            merged = CacheEntry(stored.url, stored.status, refreshed_headers(stored.headers, response.headers), stored.body)
+            age = corrected_initial_age(response.headers, request_time, response_time)
+            self._plan_store(ctx, st, found, token, merged, age, response_time, None)
+            self.counters.revalidated += 1
+            served = self._from_cache(ctx, merged, age, HIT, client_conditionals)
+            ctx.cache_status = "REVALIDATED"
+            return served
+
+        self.counters.misses += 1
+        age = corrected_initial_age(response.headers, request_time, response_time)
+        self._mark(ctx, response, MISS_, age)
+        if key.may_fill:
+            self._plan_store(ctx, st, found, token, None, age, response_time, response)
+        elif holding:
+            ctx.after_response.append(lambda: self._release(key, token, "retry"))
+        return response
+
+    def _plan_store(self, ctx: RequestContext, st: _Lookup, found: Lookup, token: str,
+                    entry: CacheEntry | None, age: float, response_time: float,
+                    response: Response | None) -> None:
+        """Decide whether to store; store (or release the fill) after the response went out."""
+        key = st.key
+        headers = entry.headers if entry is not None else response.headers  # type: ignore[union-attr]
+        status = entry.status if entry is not None else response.status  # type: ignore[union-attr]
+        response_cc = response_directives(headers)
+        decision = decide_store("GET", status, key.request_cc, response_cc, headers,
+                                authenticated=st.authenticated, default_ttl=st.ttl)
+        if not decision.store:
+            self.counters.not_stored += 1
+            if token or found.state != PASS:
+                ctx.after_response.append(lambda: self._release(key, token, "pass"))
+            return
+        tee: BodyTee | None = None
+        if entry is None:
+            assert response is not None
+            limit = self.settings.max_body_bytes
+            length = response.header(b"content-length")
+            if length is not None and length.strip().isdigit() and int(length) > limit:
+                self.counters.too_large += 1
+                ctx.after_response.append(lambda: self._release(key, token, "pass"))
+                return
+            if response.stream is not None:
+                tee = BodyTee(limit)
+                response.stream = tee.wrap(response.stream)
+            elif len(response.body) > limit:
+                self.counters.too_large += 1
+                ctx.after_response.append(lambda: self._release(key, token, "pass"))
+                return
+
+        async def store_after() -> None:
+            stored_entry = entry
+            if stored_entry is None:
+                assert response is not None
+                if tee is not None:
+                    if tee.overflow:
+                        self.counters.too_large += 1
+                        await self._release(key, token, "pass")
+                        return
+                    if not tee.complete or _upstream_failed(ctx):
+                        await self._release(key, token, "retry")
+                        return
+                    body = tee.body
+                else:
+                    body = response.body
+                stored_entry = CacheEntry(key.url, status, storable_headers(headers), body)
+            freshness = StoredFreshness(
+                age=age + max(0.0, time.time() - response_time),
+                lifetime=decision.lifetime,
+                swr=float(response_cc.stale_while_revalidate or 0),
+                stale_if_error=float(response_cc.stale_if_error or 0),
+                no_stale=no_stale(response_cc),
+                shared_with_authenticated=shareable_when_authenticated(response_cc),
+                retention=retention(decision.lifetime, float(response_cc.stale_while_revalidate or 0),
+                                    float(response_cc.stale_if_error or 0),
+                                    0.0 if no_stale(response_cc) and not has_validators(headers)
+                                    else self.settings.stale_retention),
+            )
+            scope = SHARED_SCOPE if decision.shared else key.scope
+            try:
+                stored = await self.cache.save(
+                    key=key, scope=scope, token=token, entry=stored_entry, vary=vary_names(headers) or [],
+                    request_headers=key.headers, freshness=freshness, looked_up_at_ms=found.now_ms,
+                    route_prefix=ctx.route.prefix,
+                )
+                if stored:
+                    self.counters.stored += 1
+            except StoreError as exc:
+                self.counters.store_errors += 1
+                log.debug("cache store failed for %s: %s", key.url, exc)
+
+        ctx.after_response.append(store_after)
+
+    async def _release(self, key: LookupKey, token: str, outcome: str) -> None:
+        try:
+            await self.cache.release(key, token, outcome)
+        except StoreError as exc:  # the lease runs out on its own
+            self.counters.store_errors += 1
+            log.debug("cache release failed for %s: %s", key.url, exc)
+
+    def _stale_on_error(self, st: _Lookup, found: Lookup, *, disconnected: bool) -> bool:
+        return may_serve_stale_on_error(
+            found.staleness, no_stale=found.no_stale,
+            stale_if_error=found.stale_if_error or None, disconnected=disconnected,
+            request_cc=st.key.request_cc,
+        )
+
+    # -- stale-while-revalidate ----------------------------------------------------------
+    async def _spawn_refresh(self, ctx: RequestContext, st: _Lookup, found: Lookup, call_next: Handler) -> None:
+        task = asyncio.get_running_loop().create_task(self._refresh(ctx, st, found, call_next))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _refresh(self, ctx: RequestContext, st: _Lookup, found: Lookup, call_next: Handler) -> None:
+        """Fetch once more in the background (RFC 5861 §3) on a copy of the request."""
+
+        async def no_body() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        copy = dataclasses.replace(
+            ctx, receive=no_body, headers=list(ctx.headers), response_headers=[], upstream=None,
+            after_response=[], state=dict(ctx.state), has_body=False, client_disconnected=False,
+        )
+        try:
+            response = await self._fetch(copy, st, found, call_next, holding=True)
+            if response.stream is not None:
+                async for _ in response.stream:
+                    pass
+            if response.close is not None:
+                response.close()
+        except Exception:
+            log.exception("background refresh of %s failed", st.key.url)
+            await self._release(st.key, st.key.token, "retry")
+        for job in copy.after_response:
+            try:
+                await job()
+            except Exception:
+                log.exception("after-response work of a background refresh failed")
+
+    # -- responses -----------------------------------------------------------------------
+    def _from_cache(self, ctx: RequestContext, entry: CacheEntry, age: float, status: bytes,
+                    conditionals: Headers | None = None) -> Response:
+        ctx.response_headers.append((b"x-cache", status))
+        ctx.cache_status = status.decode()
+        age_header = (b"age", str(int(age)).encode())
+        request_headers = ctx.headers if conditionals is None else conditionals
+        if entry.status == 200 and not_modified(request_headers, entry.headers):
+            headers = not_modified_headers(entry.headers)
+            headers += [age_header, (b"content-length", str(len(entry.body)).encode())]
+            return Response(304, headers)
+        headers = [(k, v) for k, v in entry.headers if k != b"age"] + [age_header]
+        return Response(entry.status, headers, b"" if ctx.method == "HEAD" else entry.body)
+
+    async def _bypass(self, ctx: RequestContext, call_next: Handler) -> Response:
+        self.counters.bypass += 1
+        response = await call_next(ctx)
+        return self._mark(ctx, response, BYPASS)
+
+    @staticmethod
+    def _mark(ctx: RequestContext, response: Response, status: bytes, age: float | None = None) -> Response:
+        ctx.response_headers.append((b"x-cache", status))
+        ctx.cache_status = status.decode()
+        if age is not None:
+            response.set_header(b"age", str(int(age)).encode())
+        elif response.header(b"age") is None:
+            response.headers.append((b"age", b"0"))
+        return response
+
+    async def _invalidate(self, urls: list[str]) -> None:
+        try:
+            await self.cache.invalidate(urls)
+            self.counters.invalidations += 1
+        except StoreError as exc:
+            self.counters.store_errors += 1
+            log.warning("cache invalidation of %s failed: %s", urls, exc)
+
+    async def _purge_request(self, ctx: RequestContext, st: _Purge) -> Response:
+        try:
+            count = await self.purge(url=st.url)
+        except StoreError:
+            return problem(503, "the cache store is unavailable; nothing was purged",
+                           request_id=ctx.request_id, kind="cache-store-unavailable")
+        body = json.dumps({"purged": count, "url": st.url}).encode()
+        return Response(200, [(b"content-type", b"application/json")], body)
+
+
+def _failure_kind(ctx: RequestContext, response: Response) -> str | None:
+    """'disconnected' (no answer from the origin), 'error' (an origin 5xx), or None."""
+    if ctx.state.get("breaker_rejected"):
+        return "disconnected"
+    if ctx.upstream is not None and ctx.upstream.failure in ("connect", "timeout", "reset"):
+        return "disconnected"
+    if response.status in (500, 502, 503, 504):
+        return "error"
+    return None
+
+
+def _upstream_failed(ctx: RequestContext) -> bool:
+    return ctx.upstream is not None and ctx.upstream.failure is not None and ctx.upstream.failure != "status"
+
+
+def _discard(response: Response) -> None:
+    if response.close is not None:
+        response.close()
+
+
+def _path_and_query(url: str) -> str:
+    """An absolute URL or a path, as the cache's key URL (path and query)."""
+    parts = urlsplit(url)
+    path = parts.path or "/"
+    return path + ("?" + parts.query if parts.query else "")
+
+
+def _invalidation_targets(ctx: RequestContext, url: str, response: Response) -> list[str]:
+    """The URL and same-origin Location / Content-Location (RFC 9111 §4.4)."""
+    host = (ctx.header(b"host") or b"").decode("latin-1").lower()
+    base = f"{ctx.scheme}://{host}{url}"
+    targets = [url]
+    for name in (b"location", b"content-location"):
+        value = response.header(name)
+        if not value:
+            continue
+        absolute = urlsplit(urljoin(base, value.decode("latin-1").strip()))
+        if absolute.scheme == ctx.scheme and absolute.netloc.lower() == host:
+            targets.append((absolute.path or "/") + ("?" + absolute.query if absolute.query else ""))
+    return targets
+
+
+__all__ = ["BodyTee", "CacheCounters", "CachePolicy", "CacheDirectives", "RouteCachePlan", "request_url"]

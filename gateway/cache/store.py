@@ -1,0 +1,237 @@
+"""CacheStore: the cache's Redis operations (lookup, store, release, invalidate, purge, size).
+
+Memory is bounded two ways: every key carries a TTL (an entry's freshness lifetime plus the
+window it may still be served stale: `cache.stale_retention`, or longer `stale-while-revalidate`
+/ `stale-if-error`), and Redis evicts under `maxmemory`. Recommended: `maxmemory-policy
+volatile-lru` (or `volatile-ttl`): cache entries all have TTLs and are evicted first, while keys
+without a TTL (size accounting, breaker states) are kept. An evicted entry is simply a miss.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any, NamedTuple
+
+from gateway.cache.directives import CacheDirectives
+from gateway.cache.entry import CacheEntry, EntryFormatError
+from gateway.cache.keys import CacheKeys, secondary_key, url_hash
+from gateway.store import Pending, Store, StoreBatch
+
+# Lookup states (the Lua's words).
+FRESH, STALE, SWR, EXPIRED, MISS, PASS = "fresh", "stale", "swr", "expired", "miss", "pass"
+INVALIDATION_MEMORY_MS = 300_000  # a fill slower than this after an invalidation may still land
+PURGE_CHUNK = 200
+
+
+class Lookup(NamedTuple):
+    """What the cache holds for a request. Times in seconds; `entry` None on a miss."""
+
+    state: str
+    entry: CacheEntry | None
+    age: float
+    lifetime: float
+    swr: float
+    stale_if_error: float
+    no_stale: bool
+    got_lock: bool
+    lock_ttl: float
+    scope: str
+    now_ms: int
+
+    @property
+    def staleness(self) -> float:
+        return max(0.0, self.age - self.lifetime)
+
+
+class LookupKey(NamedTuple):
+    """Everything needed to run (or re-run) one request's lookup."""
+
+    url: str
+    h: str
+    scope: str
+    check_shared: bool
+    token: str
+    may_fill: bool
+    request_cc: CacheDirectives
+    headers: tuple[tuple[bytes, bytes], ...]
+
+
+class StoredFreshness(NamedTuple):
+    """The numbers kept next to an entry so that the lookup script judges freshness."""
+
+    age: float
+    lifetime: float
+    swr: float
+    stale_if_error: float
+    no_stale: bool
+    shared_with_authenticated: bool
+    retention: float
+
+
+def _ms(seconds: float) -> int:
+    return max(0, int(seconds * 1000))
+
+
+class CacheStore:
+    """The cache's data in Redis, shared by every replica."""
+
+    def __init__(self, store: Store, keys: CacheKeys, *, lock_timeout: float, max_variants: int,
+                 pass_ttl: float) -> None:
+        self.store = store
+        self.keys = keys
+        self.lock_timeout = lock_timeout
+        self.max_variants = max_variants
+        self.pass_ttl = pass_ttl
+
+    # -- lookup --------------------------------------------------------------------------
+    def _lookup_call(self, key: LookupKey) -> tuple[list[str], list[Any]]:
+        cc = key.request_cc
+        args: list[Any] = [
+            _ms(self.lock_timeout), key.token, int(key.may_fill), int(cc.no_cache),
+            _ms(cc.max_age) if cc.max_age is not None else -1,
+            _ms(cc.min_fresh or 0),
+            _ms(cc.max_stale) if cc.max_stale is not None else -1,
+            key.scope, int(key.check_shared),
+        ]
+        for name, value in key.headers:
+            args.append(name)
+            args.append(value)
+        return [self.keys.root(key.h), self.keys.lock(key.h, key.scope)], args
+
+    def stage_lookup(self, batch: StoreBatch, key: LookupKey) -> Pending:
+        keys, args = self._lookup_call(key)
+        return batch.eval(self.store.script("cache_lookup"), keys, args)
+
+    async def lookup(self, key: LookupKey) -> Lookup:
+        """A second lookup (after waiting on a fill): its own round trip. Raises StoreError."""
+        keys, args = self._lookup_call(key)
+        return self.parse_lookup(await self.store.eval(self.store.script("cache_lookup"), keys, args), key.url)
+
+    @staticmethod
+    def parse_lookup(reply: Sequence[Any], url: str) -> Lookup:
+        state = _text(reply[0])
+        entry = None
+        blob = reply[1]
+        if blob:
+            try:
+                entry = CacheEntry.from_bytes(bytes(blob))
+            except EntryFormatError:
+                entry = None
+            if entry is not None and entry.url != url:  # a url-hash collision: never serve it
+                entry = None
+            if entry is None and state in (FRESH, STALE, SWR, EXPIRED):
+                state = MISS
+        return Lookup(
+            state=state, entry=entry, age=int(reply[2]) / 1000, lifetime=int(reply[3]) / 1000,
+            swr=int(reply[4]) / 1000, stale_if_error=int(reply[5]) / 1000, no_stale=bool(int(reply[6])),
+            got_lock=bool(int(reply[7])), lock_ttl=max(0, int(reply[8])) / 1000, scope=_text(reply[9]),
+            now_ms=int(reply[10]),
+        )
+
+    # -- store / release -----------------------------------------------------------------
+    def wake_message(self, h: str, scope: str, outcome: str) -> str:
+        return f"{h}|{scope}|{outcome}"
+
+    async def save(self, *, key: LookupKey, scope: str, token: str, entry: CacheEntry,
+                   vary: list[str], request_headers: Iterable[tuple[bytes, bytes]],
+                   freshness: StoredFreshness, looked_up_at_ms: int, route_prefix: str) -> bool:
+        """Store a variant (and account for it). True when stored. Raises StoreError."""
+        blob = entry.to_bytes()
+        retention_ms = max(1, _ms(freshness.retention))
+        reply = await self.store.eval(
+            self.store.script("cache_store"),
+            [self.keys.root(key.h), self.keys.lock(key.h, key.scope), self.keys.invalidated(key.h)],
+            [
+                token, scope, "\n".join(vary), secondary_key(vary, request_headers),
+                _ms(freshness.age), _ms(freshness.lifetime), _ms(freshness.swr),
+                _ms(freshness.stale_if_error), int(freshness.no_stale),
+                int(freshness.shared_with_authenticated), retention_ms, blob, self.max_variants,
+                self.keys.channel, self.wake_message(key.h, key.scope, "stored"), looked_up_at_ms,
+            ],
+        )
+        if _text(reply[0]) != "stored":
+            return False
+        ops: list[Any] = ["add", _text(reply[1]), len(blob), retention_ms]
+        for evicted in reply[2:]:
+            ops += ["del", _text(evicted)]
+        batch = self.store.batch()
+        batch.eval(self.store.script("cache_account"), self._size_keys(), ops)
+        index = self.keys.index(route_prefix)
+        # The Redis clock of the lookup is close enough for index pruning (minutes of slack).
+        batch.call("ZADD", index, "GT", looked_up_at_ms + retention_ms, key.url)
+        batch.call("ZREMRANGEBYSCORE", index, "-inf", looked_up_at_ms)
+        await batch.execute()
+        return True
+
+    async def release(self, key: LookupKey, token: str, outcome: str) -> None:
+        """Give up a fill: 'pass' (uncacheable, remembered for `pass_ttl`), 'error' or 'retry'."""
+        await self.store.eval(
+            self.store.script("cache_release"),
+            [self.keys.lock(key.h, key.scope), self.keys.root(key.h)],
+            [token, outcome, key.scope, max(1, _ms(self.pass_ttl)), self.keys.channel,
+             self.wake_message(key.h, key.scope, outcome)],
+        )
+
+    # -- invalidation and purge ----------------------------------------------------------
+    async def invalidate(self, urls: Iterable[str]) -> int:
+        """Delete every variant of each URL (all scopes). Returns how many entries went."""
+        urls = list(dict.fromkeys(urls))
+        total = 0
+        for start in range(0, len(urls), PURGE_CHUNK):
+            chunk = urls[start:start + PURGE_CHUNK]
+            batch = self.store.batch()
+            pendings = []
+            for url in chunk:
+                h = url_hash(url)
+                pendings.append(batch.eval(
+                    self.store.script("cache_invalidate"),
+                    [self.keys.root(h), self.keys.invalidated(h)], [INVALIDATION_MEMORY_MS],
+                ))
+            await batch.execute()
+            deleted = [_text(k) for p in pendings for k in p.result()]
+            total += len(deleted)
+            if deleted:
+                ops: list[Any] = []
+                for k in deleted:
+                    ops += ["del", k]
+                await self.store.eval(self.store.script("cache_account"), self._size_keys(), ops)
+        return total
+
+    async def purge_prefix(self, prefix: str, route_prefixes: Iterable[str]) -> int:
+        """Delete every stored URL under `prefix` (path-segment aware), using the route indexes."""
+        total = 0
+        for route_prefix in route_prefixes:
+            if not (_under(route_prefix, prefix) or _under(prefix, route_prefix)):
+                continue
+            index = self.keys.index(route_prefix)
+            members = await self.store.call("ZRANGE", index, 0, -1)
+            urls = [u for u in (_text(m) for m in members) if _under(u, prefix)]
+            if not urls:
+                continue
+            total += await self.invalidate(urls)
+            for start in range(0, len(urls), PURGE_CHUNK):
+                await self.store.call("ZREM", index, *urls[start:start + PURGE_CHUNK])
+        return total
+
+    async def forget_indexed(self, url: str, route_prefix: str) -> None:
+        await self.store.call("ZREM", self.keys.index(route_prefix), url)
+
+    # -- size ----------------------------------------------------------------------------
+    def _size_keys(self) -> list[str]:
+        return [self.keys.size_exp, self.keys.size_bytes, self.keys.size_total]
+
+    async def size(self) -> tuple[int, int]:
+        """(entries, bytes) across the whole cluster. Raises StoreError."""
+        reply = await self.store.eval(self.store.script("cache_account"), self._size_keys(), [])
+        return int(reply[0]), int(reply[1])
+
+
+def _under(url: str, prefix: str) -> bool:
+    """`/api/products/1` and `/api/products?x` are under `/api/products`; `/api/productsx` is not."""
+    if prefix in ("", "/") or prefix.endswith("/"):
+        return url.startswith(prefix) or prefix in ("", "/")
+    return url == prefix or url.startswith(prefix + "/") or url.startswith(prefix + "?")
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else str(value)

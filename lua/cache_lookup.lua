@@ -1,0 +1,99 @@
+-- cache_lookup: find the stored variant for a request, judge its freshness, and on a miss try to
+-- take the fill lock, all in one round trip.
+-- KEYS[1] root HASH of the URL (<p>:c:{h}); KEYS[2] fill lock of the request's scope.
+--   Variant keys are KEYS[1] .. ':' .. <vid>: same {hash tag}, named by the root (so not in KEYS).
+-- ARGV[1] lock lease ms; ARGV[2] lock token; ARGV[3] may fill (1/0); ARGV[4] request no-cache (1/0);
+-- ARGV[5] request max-age ms (-1 none); ARGV[6] request min-fresh ms; ARGV[7] request max-stale ms
+-- (-1 none); ARGV[8] the request's scope ('s' shared, 'u:<hash>' one consumer); ARGV[9] 1 when
+-- the shared scope is looked at first, usable only if stored as shareable with authenticated
+-- requests; ARGV[10..] request header name, value pairs (lower-case names).
+-- Returns {state, blob, age ms, lifetime ms, swr ms, sie ms, no-stale 0/1, got lock 0/1,
+--          lock pttl ms, scope used, now ms}; state is fresh | stale (max-stale allows) | swr |
+--          expired (needs revalidation) | miss | pass (recently uncacheable: no lock); blob '' if none.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local root = KEYS[1]
+
+local function field_value(name)
+  local values = {}
+  for i = 10, #ARGV - 1, 2 do
+    if ARGV[i] == name then
+      local v = string.gsub(ARGV[i + 1], '^[ \t]+', '')
+      v = string.gsub(v, '[ \t]+$', '')
+      values[#values + 1] = v
+    end
+  end
+  if #values == 0 then return '\0' end
+  local joined = string.gsub(table.concat(values, ','), '[ \t]*,[ \t]*', ',')
+  return joined
+end
+
+local function find_variant(scope)
+  local vary = redis.call('HGET', root, scope .. '|vary')
+  local secondary = ''
+  if vary and vary ~= '' then
+    local parts = {}
+    for name in string.gmatch(vary, '[^\n]+') do
+      parts[#parts + 1] = name .. '=' .. field_value(name) .. '\n'
+    end
+    secondary = table.concat(parts)
+  end
+  local vid = redis.call('HGET', root, scope .. '|v|' .. secondary)
+  if not vid then return nil end
+  local f = redis.call('HMGET', root .. ':' .. vid, 't', 'a', 'l', 'swr', 'sie', 'ns', 'auth', 'd')
+  if not f[8] then return nil end
+  return f
+end
+
+local scope = ARGV[8]
+local found = nil
+local used = scope
+if ARGV[9] == '1' and scope ~= 's' then
+  local shared = find_variant('s')
+  if shared and shared[7] == '1' then
+    found = shared
+    used = 's'
+  end
+end
+if not found then
+  found = find_variant(scope)
+  used = scope
+end
+
+local state = 'miss'
+local blob = ''
+local age, life, swr, sie, ns = 0, 0, 0, 0, 0
+local no_cache = ARGV[4] == '1'
+if found then
+  age = tonumber(found[2]) + math.max(0, now - tonumber(found[1]))
+  life = tonumber(found[3])
+  swr = tonumber(found[4])
+  sie = tonumber(found[5])
+  ns = tonumber(found[6])
+  blob = found[8]
+  local max_age = tonumber(ARGV[5])
+  local min_fresh = tonumber(ARGV[6])
+  local max_stale = tonumber(ARGV[7])
+  if not no_cache and age < life and (max_age < 0 or age <= max_age) and life - age >= min_fresh then
+    state = 'fresh'
+  elseif not no_cache and ns == 0 and age >= life and max_stale >= 0 and age - life <= max_stale then
+    state = 'stale'
+  elseif not no_cache and ns == 0 and age >= life and age - life < swr then
+    state = 'swr'
+  else
+    state = 'expired'
+  end
+else
+  local pass = tonumber(redis.call('HGET', root, scope .. '|pass') or '0')
+  if pass > now then state = 'pass' end
+end
+
+local got, pttl = 0, 0
+if ARGV[3] == '1' and not no_cache and (state == 'miss' or state == 'expired' or state == 'swr') then
+  if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[1]) then
+    got = 1
+  else
+    pttl = redis.call('PTTL', KEYS[2])
+  end
+end
+return {state, blob, age, life, swr, sie, ns, got, pttl, used, now}
