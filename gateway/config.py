@@ -191,16 +191,27 @@ class RateLimitSettings(Section):
 
 # -- cache -------------------------------------------------------------------------------------
 class CacheSettings(Section):
-    """The seed's `cache: {ttl: 300}`: freshness for responses that carry none of their own."""
+    """The seed's `cache: {ttl: 300}`: freshness for responses that carry none of their own.
+
+    `ttl: 0` stores only responses with explicit freshness (max-age, s-maxage, Expires).
+    """
 
     enabled: bool = True
     ttl: float = Field(300, ge=0)
-    max_body_bytes: int = Field(1_048_576, ge=0)
+    max_body_bytes: int = Field(1_048_576, ge=0, description="larger responses stream through unstored")
     lock_timeout: float = Field(5, gt=0, description="lease of a miss being filled, seconds")
-    max_variants: int = Field(8, ge=1)
+    max_variants: int = Field(8, ge=1, description="Vary variants kept per URL and scope")
+    stale_retention: float = Field(
+        600, ge=0, description="seconds an entry is kept past freshness, to serve if the upstream fails"
+    )
+    pass_ttl: float = Field(
+        30, gt=0, description="seconds an uncacheable URL goes straight upstream, without coalescing"
+    )
 
 
 class RouteCache(Section):
+    """A route's cache switch (`cache: false` turns it off) and its own default `ttl`."""
+
     enabled: bool = True
     ttl: float | None = Field(None, ge=0)
 
