@@ -59,7 +59,7 @@ class Scenario:
 
     name: str
     description: str
-    target: str  # "backend", "nginx" or "gateway"
+    target: str  # "backend", "nginx", "reference" or "gateway"
     path: str = "/api/bench/nocache"
     policies: tuple[str, ...] = ()  # gateway only: rate_limit, cache, circuit_breaker
     access_log: bool = True
@@ -72,6 +72,8 @@ class Scenario:
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
     Scenario("direct", "wrk -> backend (no proxy)", "backend"),
     Scenario("nginx", "nginx proxy_pass, keep-alive upstream, access log on", "nginx"),
+    Scenario("raw-asgi", "bench/reference_proxy.py: bare raw ASGI + aiohttp, no features (the floor)",
+             "reference"),
     Scenario("gateway", "gateway, no policies, access log on (default)", "gateway"),
     Scenario("gateway-nolog", "gateway, no policies, access log off", "gateway", access_log=False),
     Scenario("ratelimit", "gateway, rate limiting only", "gateway", policies=("rate_limit",)),
@@ -411,6 +413,8 @@ class Bench:
     backend_worker: int = 0
     nginx_port: int = 0
     nginx_worker: int = 0
+    reference_port: int = 0
+    reference_pid: int = 0
     redis: RedisCounters | None = None
     redis_pid: int = 0
     gateways: dict[str, tuple[int, int]] = field(default_factory=dict)  # name -> (port, pid)
@@ -447,6 +451,17 @@ class Bench:
             self.nginx_worker = self.start_nginx("proxy", proxy_conf(self.tmp, self.nginx_port, self.backend_port),
                                                  self.nginx_port, self.proxy_core)
         failed: dict[str, str] = {}
+        if any(s.target == "reference" for s in scenarios):
+            self.reference_port = free_port()
+            ref = self.procs.start("reference", [sys.executable, str(ROOT / "bench" / "reference_proxy.py"),
+                                                 "--upstream", f"http://127.0.0.1:{self.backend_port}",
+                                                 "--port", str(self.reference_port)],
+                                   self.tmp / "reference.log", self.proxy_core)
+            if wait_http(f"http://127.0.0.1:{self.reference_port}/api/bench/nocache", ref):
+                self.reference_pid = ref.pid
+            else:
+                failed["raw-asgi"] = "reference proxy did not start:\n" + tail(self.tmp / "reference.log")
+                self.procs.stop(ref)
         gateway_scenarios = [s for s in scenarios if s.target == "gateway"]
         if not gateway_scenarios:
             return failed
@@ -481,7 +496,8 @@ class Bench:
         return failed
 
     def url(self, s: Scenario) -> str:
-        port = {"backend": self.backend_port, "nginx": self.nginx_port}.get(s.target)
+        port = {"backend": self.backend_port, "nginx": self.nginx_port,
+                "reference": self.reference_port}.get(s.target)
         if port is None:
             port = self.gateways[s.name][0]
         return f"http://127.0.0.1:{port}{s.path}"
@@ -491,6 +507,8 @@ class Bench:
             return self.backend_worker
         if s.target == "nginx":
             return self.nginx_worker
+        if s.target == "reference":
+            return self.reference_pid
         return self.gateways[s.name][1]
 
     def measure(self, s: Scenario, duration: float) -> RunResult:
@@ -541,6 +559,62 @@ def policy_check(s: Scenario, result: ScenarioResult, headers: dict[str, str]) -
             result.notes.append("the response did not look like a cache hit (no X-Cache: HIT or Age header)")
 
 
+# -- profiles ------------------------------------------------------------------------------------
+
+
+def profile(bench: Bench, s: Scenario, duration: int, out_dir: Path) -> str:
+    """py-spy the gateway under an extra, unrecorded wrk run; return the top frames as Markdown."""
+    spy = shutil.which("py-spy") or str(ROOT / ".venv" / "bin" / "py-spy")
+    if not os.access(spy, os.X_OK):
+        return "py-spy not found (`.venv/bin/pip install py-spy`)"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    raw = out_dir / f"profile-{s.name}.txt"
+    pid = bench.proxy_pid(s)
+    recorder = subprocess.Popen([spy, "record", "-p", str(pid), "-d", str(duration), "-r", "250",
+                                 "-f", "raw", "-o", str(raw), "--nonblocking"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                start_new_session=True)
+    try:
+        time.sleep(0.5)
+        run_wrk(bench.url(s), duration, bench.args.connections, bench.args.threads, bench.load_core)
+        _, err = recorder.communicate(timeout=duration + 30)
+    finally:
+        if recorder.poll() is None:
+            recorder.kill()
+            recorder.wait()
+    if not raw.exists():
+        return f"py-spy failed: {err.decode(errors='replace').strip()[-300:]}"
+    return summarize_profile(raw)
+
+
+def summarize_profile(raw: Path, top: int = 15) -> str:
+    """Self and inclusive sample shares per function from py-spy's collapsed stacks."""
+    own: dict[str, int] = {}
+    incl: dict[str, int] = {}
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        frames = [f.split(" (")[0] + " (" + f.split(" (")[1].split(":")[0].rsplit("/", 1)[-1] + ")"
+                  if " (" in f else f for f in stack.split(";")]
+        own[frames[-1]] = own.get(frames[-1], 0) + n
+        for f in set(frames):
+            incl[f] = incl.get(f, 0) + n
+    if not total:
+        return "no samples"
+
+    def table(d: dict[str, int]) -> list[str]:
+        rows = sorted(d.items(), key=lambda kv: -kv[1])[:top]
+        return [f"| {100 * v / total:5.1f}% | `{k}` |" for k, v in rows]
+
+    return "\n".join([f"{total} samples ({raw.name}).", "", "| self | function |", "|---:|---|",
+                      *table(own), "", "| inclusive | function |", "|---:|---|",
+                      *table({k: v for k, v in incl.items() if "<module>" not in k})])
+
+
 # -- report --------------------------------------------------------------------------------------
 
 
@@ -558,6 +632,8 @@ BUDGETS = [
     # (label, numerator, denominator, budget)
     ("gateway / nginx", "gateway", "nginx", 0.35),
     ("gateway / direct", "gateway", "direct", None),
+    ("raw ASGI + aiohttp (floor) / nginx", "raw-asgi", "nginx", None),
+    ("gateway / raw ASGI floor", "gateway", "raw-asgi", None),
     ("gateway (no access log) / nginx", "gateway-nolog", "nginx", None),
     ("gateway access log on / off", "gateway", "gateway-nolog", None),
     ("rate limit on / off", "ratelimit", "gateway", 0.8),
@@ -683,6 +759,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--load-core", type=int, default=0, help="core of wrk, backend, redis (default 0)")
     p.add_argument("--no-pin", action="store_true", help="do not pin cores with taskset")
     p.add_argument("--output", type=Path, default=RESULTS, help=f"Markdown report (default {RESULTS})")
+    p.add_argument("--profile", action="store_true",
+                   help="after the runs, py-spy each gateway scenario under load (an extra, unrecorded run)")
     p.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (configs, logs)")
     args = p.parse_args(argv)
     if not args.no_pin and (not shutil.which("taskset") or (os.cpu_count() or 1) < 2):
@@ -707,6 +785,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_term)
     bench = Bench(args, tmp, procs)
     results = {s.name: ScenarioResult(s) for s in scenarios}
+    profiles: dict[str, str] = {}
     try:
         print(f"bench: starting servers ({layout}); logs in {tmp}", file=sys.stderr)
         for name, reason in bench.start_servers(scenarios).items():
@@ -728,6 +807,11 @@ def main(argv: list[str] | None = None) -> int:
                 headers = {}
                 results[s.name].notes.append(f"probe request failed: {exc}")
             policy_check(s, results[s.name], headers)
+        if args.profile:
+            for s in active:
+                if s.target == "gateway":
+                    print(f"bench: profiling {s.name}", file=sys.stderr)
+                    profiles[s.name] = profile(bench, s, args.duration, args.output.parent)
     except KeyboardInterrupt:
         print("bench: interrupted; stopping everything", file=sys.stderr)
         return 130
@@ -738,6 +822,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep_tmp:
             shutil.rmtree(tmp, ignore_errors=True)
     report = render(results, args, layout)
+    for name, text in profiles.items():
+        report += f"\n## Profile: {name}\n\n{text}\n"
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(report)
     print(report)
