@@ -17,8 +17,8 @@
 -- Clock: redis.call('TIME') only, so every replica sees the same time.
 
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)  -- ms
-local now_us = t[1] .. string.format('%06d', tonumber(t[2]))
+local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])  -- < 2^53: exact in a Lua double
+local now = now_us / 1000  -- ms, fractional
 
 local n = #KEYS
 local results = {}
@@ -33,23 +33,25 @@ for i = 1, n do
   local allowed, remaining, reset
 
   if algo == 1 then
-    -- Exact log: one ZSET entry (score = ms) per admitted request inside the window.
-    redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+    -- Exact log: one ZSET entry per admitted request inside the window, scored in
+    -- microseconds (milliseconds would let a burst inside one ms in up to 1 ms early).
+    local window_us = window * 1000
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', now_us - window_us)
     local count = redis.call('ZCARD', key)
     if count < limit then
       allowed, remaining = 1, limit - count - 1
       local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
-      if oldest[2] then reset = tonumber(oldest[2]) + window - now else reset = window end
+      if oldest[2] then reset = (tonumber(oldest[2]) + window_us - now_us) / 1000 else reset = window end
       plans[i] = {1, count}
     else
       -- One more fits once the (count - limit + 1)-th oldest entry has left the window.
       local nth = redis.call('ZRANGE', key, count - limit, count - limit, 'WITHSCORES')
       allowed, remaining = 0, 0
-      reset = tonumber(nth[2]) + window - now
+      reset = (tonumber(nth[2]) + window_us - now_us) / 1000
     end
   else
     -- Weighted two-window counter: estimate = previous * (share of window not yet elapsed) + current.
-    local idx = math.floor(now / window)
+    local idx = math.floor(now_us / (window * 1000))
     local h = redis.call('HMGET', key, 's', 'c', 'p')
     local s, c, p = tonumber(h[1]), tonumber(h[2]) or 0, tonumber(h[3]) or 0
     local cur, prev = 0, 0
@@ -75,6 +77,7 @@ for i = 1, n do
     end
   end
 
+  reset = math.ceil(reset)
   if reset < 1 then reset = 1 end
   if allowed == 0 then admitted = 0 end
   results[3 * i - 2] = allowed
@@ -89,7 +92,7 @@ if admitted == 1 then
     local plan = plans[i]
     if plan[1] == 1 then
       -- Members must be unique: the microsecond clock plus the count seen in that microsecond.
-      redis.call('ZADD', key, now, now_us .. '-' .. plan[2])
+      redis.call('ZADD', key, now_us, string.format('%s%06d-%d', t[1], tonumber(t[2]), plan[2]))
       redis.call('PEXPIRE', key, window + 1000)
     else
       local idx, cur, prev = plan[2], plan[3], plan[4]
