@@ -1,0 +1,189 @@
+"""Latency of the gateway's answers while a service's circuit breaker is open (target: p99 < 5 ms).
+
+Run:  .venv/bin/python bench/breaker_open.py [--duration 5] [--connections 1 16 64]
+                                             [--write /work/notes/breaker.md]
+
+What it starts (127.0.0.1, ephemeral ports, stopped by PID on exit):
+
+* redis-server `--save "" --appendonly no`, on core 0 with wrk;
+* one gateway process (`gateway run --workers 1`) on core 1, rate limit and cache off, routing
+  `/api/down` to a port nobody listens on.
+
+It trips the breaker with three requests (connect errors), checks that the answer is now the
+503 with `X-Circuit-State: open`, then points wrk at it: every answer is an immediate 503
+(one Redis round trip for the state, no upstream attempt). Then it kills redis-server and
+measures again: the replica answers from its local breaker, seeded from the shared state.
+
+The gateway must have the breaker in its chain (gateway/policies.py); the script says so if not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+PATH = "/api/down/items"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def get(url: str) -> tuple[int, dict[str, str], bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return resp.status, dict(resp.headers), resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+def wait_until(check, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"{what} not ready within {timeout}s")
+
+
+def pinned(core: int, argv: list[str]) -> list[str]:
+    return ["taskset", "-c", str(core), *argv] if os.cpu_count() and os.cpu_count() > 1 else argv
+
+
+def wrk(url: str, connections: int, duration: float) -> dict[str, float]:
+    """wrk's latency percentiles (ms) and request rate for one run."""
+    run = subprocess.run(
+        pinned(0, ["wrk", "-t1", f"-c{connections}", f"-d{duration:g}s", "--latency", url]),
+        capture_output=True, text=True, timeout=duration + 30,
+    )
+    out = run.stdout
+    if run.returncode != 0 or "Requests/sec" not in out:
+        raise RuntimeError(f"wrk failed: {run.stderr or out}")
+    units = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+    result: dict[str, float] = {}
+    for pct in ("50", "90", "99"):
+        m = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        result[f"p{pct}"] = float(m.group(1)) * units[m.group(2)] if m else float("nan")
+    m = re.search(r"Latency\s+[\d.]+\w+\s+[\d.]+\w+\s+([\d.]+)(us|ms|s)", out)
+    result["max"] = float(m.group(1)) * units[m.group(2)] if m else float("nan")
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    result["rps"] = float(m.group(1)) if m else float("nan")
+    m = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    m_total = re.search(r"(\d+) requests in", out)
+    result["non2xx_share"] = (int(m.group(1)) / int(m_total.group(1))) if m and m_total else 0.0
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--connections", type=int, nargs="+", default=[1, 16, 64])
+    parser.add_argument("--write", type=Path, help="append the results (markdown) to this file")
+    args = parser.parse_args()
+
+    procs: list[subprocess.Popen[bytes]] = []
+    tmp = Path(tempfile.mkdtemp(prefix="gw-bench-breaker-"))
+    try:
+        redis_port, gw_port = free_port(), free_port()
+        redis = subprocess.Popen(
+            pinned(0, ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
+                       "--save", "", "--appendonly", "no", "--dir", str(tmp)]),
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        procs.append(redis)
+        wait_until(lambda: socket.create_connection(("127.0.0.1", redis_port), 0.2).close() is None,
+                   10, "redis-server")
+        config = {
+            "services": {"down": {"url": f"http://127.0.0.1:{free_port()}", "timeout": 2,
+                                  "connect_timeout": 0.5, "health_interval": 60}},
+            "routes": {"/api/down": "down"},
+            "redis": {"url": f"redis://127.0.0.1:{redis_port}/0"},
+            "circuit_breaker": {"failure_threshold": 3, "timeout": 3600},
+            "rate_limit": {"enabled": False},
+            "cache": {"enabled": False},
+            "logging": {"level": "WARNING"},
+        }
+        config_path = tmp / "gateway.yaml"
+        config_path.write_text(yaml.safe_dump(config))
+        log = open(tmp / "gateway.log", "wb")  # noqa: SIM115 - lives as long as the process
+        gateway = subprocess.Popen(
+            pinned(1, [sys.executable, "-m", "gateway.cli", "run", "--config", str(config_path),
+                       "--host", "127.0.0.1", "--port", str(gw_port), "--workers", "1"]),
+            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        procs.append(gateway)
+        base = f"http://127.0.0.1:{gw_port}"
+        wait_until(lambda: get(base + "/ready")[0] == 200, 30, "gateway")
+        metrics = json.loads(get(base + "/metrics")[2])
+        if not metrics.get("circuit_breakers"):
+            print("the circuit breaker is not in the gateway's chain (gateway/policies.py)")
+            return 2
+
+        trips = [get(base + PATH)[0] for _ in range(3)]
+        time.sleep(0.2)  # outcomes are recorded after the response
+        status, headers, _ = get(base + PATH)
+        state = {k.lower(): v for k, v in headers.items()}.get("x-circuit-state")
+        print(f"tripped with {trips}; now {status}, X-Circuit-State: {state}")
+        assert status == 503 and state == "open", "the breaker did not open"
+
+        rows: list[tuple[str, int, dict[str, float]]] = []
+        for c in args.connections:
+            rows.append(("open, Redis up (shared state)", c, wrk(base + PATH, c, args.duration)))
+            print(rows[-1])
+        redis.send_signal(signal.SIGKILL)
+        redis.wait(5)
+        get(base + PATH)  # the first failure marks the store down
+        status, headers, _ = get(base + PATH)
+        assert status == 503, f"expected the local breaker's 503, got {status}"
+        for c in args.connections:
+            rows.append(("open, Redis down (local breaker)", c, wrk(base + PATH, c, args.duration)))
+            print(rows[-1])
+
+        lines = [
+            f"### breaker_open.py, {dt.datetime.now().isoformat(timespec='minutes')}",
+            "",
+            f"{os.cpu_count()} cores (gateway on core 1; wrk and redis-server on core 0), "
+            f"1 gateway worker, wrk -t1 -d{args.duration:g}s, every answer a 503.",
+            "",
+            "| scenario | connections | p50 ms | p90 ms | p99 ms | max ms | req/s |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for name, c, r in rows:
+            lines.append(f"| {name} | {c} | {r['p50']:.2f} | {r['p90']:.2f} | {r['p99']:.2f} | "
+                         f"{r['max']:.2f} | {r['rps']:,.0f} |")
+        text = "\n".join(lines) + "\n"
+        print(text)
+        if args.write:
+            with args.write.open("a") as f:
+                f.write("\n" + text)
+        return 0
+    finally:
+        for proc in reversed(procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
