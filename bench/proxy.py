@@ -801,6 +801,7 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)  # also when started with SIGINT ignored (a background job)
     bench = Bench(args, tmp, procs)
     results = {s.name: ScenarioResult(s) for s in scenarios}
     profiles: dict[str, str] = {}
