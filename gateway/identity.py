@@ -102,9 +102,30 @@ class IdentityPolicy:
 
     # -- api_keys ------------------------------------------------------------------------
     def _from_key(self, ctx: RequestContext) -> Response | None:
-        key, via_bearer = self._presented_key(ctx)
-        ctx.remove_header(_X_USER_ID)
-        ctx.remove_header(_X_USER_TIER)
+        # One pass over the headers: find the key, drop client-sent identity and, when hiding
+        # credentials, every X-API-Key and Bearer Authorization (a Bearer token is an API key
+        # in this mode). X-API-Key wins over Bearer when both are sent.
+        api_key: bytes | None = None
+        bearer: bytes | None = None
+        hide = self.hide_credentials
+        kept: list[tuple[bytes, bytes]] = []
+        for name, value in ctx.headers:
+            if name == _X_API_KEY:
+                if api_key is None:
+                    api_key = value.strip()
+                if hide:
+                    continue
+            elif name == _AUTHORIZATION:
+                scheme, _, token = value.strip().partition(b" ")
+                if scheme.lower() == b"bearer":
+                    if bearer is None:
+                        bearer = token.strip()
+                    if hide:
+                        continue
+            elif name == _X_USER_ID or name == _X_USER_TIER:
+                continue
+            kept.append((name, value))
+        key = api_key if api_key is not None else bearer
         if key is None:
             consumer = anonymous(ctx.client_ip)
         else:
@@ -118,28 +139,12 @@ class IdentityPolicy:
                     headers=[_CHALLENGE],
                 )
             consumer = found
-            if self.hide_credentials:
-                ctx.remove_header(_X_API_KEY)
-                if via_bearer:
-                    ctx.remove_header(_AUTHORIZATION)
-        ctx.consumer = consumer
         if consumer.authenticated:
-            ctx.headers.append((_X_USER_ID, consumer.id.encode()))
-        ctx.headers.append((_X_USER_TIER, consumer.tier.encode()))
+            kept.append((_X_USER_ID, consumer.id.encode()))
+        kept.append((_X_USER_TIER, consumer.tier.encode()))
+        ctx.headers = kept
+        ctx.consumer = consumer
         return None
-
-    @staticmethod
-    def _presented_key(ctx: RequestContext) -> tuple[bytes | None, bool]:
-        """The key the client sent (b"" if it sent an empty one), and whether it came as Bearer."""
-        key = ctx.header(_X_API_KEY)
-        if key is not None:
-            return key.strip(), False
-        auth = ctx.header(_AUTHORIZATION)
-        if auth is not None:
-            scheme, _, token = auth.strip().partition(b" ")
-            if scheme.lower() == b"bearer":
-                return token.strip(), True
-        return None, False
 
     # -- headers (trusted proxy in front) -------------------------------------------------
     def _from_headers(self, ctx: RequestContext) -> Response | None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import re
+from functools import lru_cache
 
 from gateway.context import Headers
 from gateway.ratelimit.windows import Decision, WindowSpec
@@ -25,6 +26,7 @@ from gateway.ratelimit.windows import Decision, WindowSpec
 _UNSAFE = re.compile(r'[^\x20-\x7e]|["\\]')
 
 
+@lru_cache(maxsize=1024)  # policy names come from the config: a handful
 def sf_string(value: str) -> str:
     """A structured-field sf-string: printable ASCII only, quotes and backslashes escaped."""
     return '"' + _UNSAFE.sub(lambda m: "\\" + m.group() if m.group() in '"\\' else "_", value) + '"'
@@ -41,8 +43,8 @@ def policy_field(specs: tuple[WindowSpec, ...] | list[WindowSpec]) -> bytes:
     ).encode()
 
 
-def ratelimit_headers(decision: Decision) -> Headers:
-    """`RateLimit-Policy`, `RateLimit` and the `X-RateLimit-*` trio for one decision."""
+def ratelimit_headers(decision: Decision, policy: bytes | None = None) -> Headers:
+    """`RateLimit-Policy` (`policy` if already known), `RateLimit` and `X-RateLimit-*`."""
     if not decision.windows:
         return []
     live = ", ".join(
@@ -52,7 +54,7 @@ def ratelimit_headers(decision: Decision) -> Headers:
     tight = decision.tightest
     assert tight is not None
     return [
-        (b"ratelimit-policy", policy_field([w.spec for w in decision.windows])),
+        (b"ratelimit-policy", policy or policy_field([w.spec for w in decision.windows])),
         (b"ratelimit", live.encode()),
         (b"x-ratelimit-limit", str(tight.spec.limit).encode()),
         (b"x-ratelimit-remaining", str(max(0, tight.remaining)).encode()),

@@ -38,6 +38,7 @@ from gateway.ratelimit.windows import (
     Decision,
     WindowSpec,
     format_seconds,
+    hash_tag,
     parse_reply,
     script_args,
 )
@@ -56,9 +57,24 @@ class RouteOverride(NamedTuple):
     specs: tuple[WindowSpec, ...]
 
 
+class WindowPlan(NamedTuple):
+    """Everything per (tier, route, method) that does not depend on the caller, computed once."""
+
+    specs: tuple[WindowSpec, ...]
+    args: list[int]  # the script's ARGV
+    key_suffixes: tuple[str, ...]
+    policy_header: bytes  # RateLimit-Policy
+
+    @classmethod
+    def of(cls, specs: tuple[WindowSpec, ...]) -> WindowPlan:
+        return cls(
+            specs, script_args(specs), tuple(s.key_suffix for s in specs), policy_field(specs)
+        )
+
+
 class _Staged(NamedTuple):
     consumer: Consumer
-    specs: tuple[WindowSpec, ...]
+    plan: WindowPlan
     pending: Pending
 
 
@@ -112,7 +128,8 @@ class RateLimitPolicy:
         self.local = LocalLimiter()
         self.usage = UsageRecorder(store, f"{key_prefix}:rl:usage", usage_interval)
         self.decisions: Counter[str] = Counter()  # this replica's, by source and outcome
-        self._specs: dict[tuple[str, str, str], tuple[tuple[WindowSpec, ...], list[int]]] = {}
+        # Bounded: tiers x routes x the nine HTTP methods.
+        self._plans: dict[tuple[str, str, str], WindowPlan] = {}
         self._last_error_log = 0.0
         store.on_availability(self._store_changed)
 
@@ -150,18 +167,16 @@ class RateLimitPolicy:
         )
 
     # -- which windows apply --------------------------------------------------------------
-    def windows_for(
-        self, tier: str, prefix: str, method: str
-    ) -> tuple[tuple[WindowSpec, ...], list[int]]:
-        """The windows (tier's, then the route's for this method) and their script ARGV."""
+    def windows_for(self, tier: str, prefix: str, method: str) -> WindowPlan:
+        """The windows (tier's, then the route's for this method) with their script ARGV."""
         cache_key = (tier, prefix, method)
-        found = self._specs.get(cache_key)
+        found = self._plans.get(cache_key)
         if found is None:
             specs = self.tiers.get(tier) or self.tiers[DEFAULT_TIER]
             override = self.routes.get(prefix)
             if override is not None and (override.methods is None or method in override.methods):
                 specs = specs + override.specs
-            found = self._specs[cache_key] = (specs, script_args(specs))
+            found = self._plans[cache_key] = WindowPlan.of(specs)
         return found
 
     # -- the request path -------------------------------------------------------------------
@@ -169,9 +184,10 @@ class RateLimitPolicy:
         if not self.enabled:
             return None
         consumer = ctx.consumer or anonymous(ctx.client_ip)
-        specs, args = self.windows_for(consumer.tier, ctx.route.prefix, ctx.method)
-        keys = [spec.key(self.key_prefix, consumer.rate_key) for spec in specs]
-        ctx.state[self.name] = _Staged(consumer, specs, batch.eval(self.script, keys, args))
+        plan = self.windows_for(consumer.tier, ctx.route.prefix, ctx.method)
+        head = f"{self.key_prefix}:rl:{{{hash_tag(consumer.rate_key)}}}"
+        keys = [head + suffix for suffix in plan.key_suffixes]
+        ctx.state[self.name] = _Staged(consumer, plan, batch.eval(self.script, keys, plan.args))
         return None
 
     async def __call__(self, ctx: RequestContext, call_next: Handler) -> Response:
@@ -179,7 +195,7 @@ class RateLimitPolicy:
         if staged is None:
             return await call_next(ctx)
         try:
-            decision = parse_reply(staged.specs, staged.pending.result())
+            decision = parse_reply(staged.plan.specs, staged.pending.result())
         except (StoreError, ValueError) as exc:
             outcome = self._fallback(ctx, staged, exc)
             if isinstance(outcome, Response):
@@ -189,9 +205,11 @@ class RateLimitPolicy:
         self.usage.consumer(staged.consumer.id, decision.admitted)
         if self.headers:
             if decision.windows:
-                ctx.response_headers.extend(ratelimit_headers(decision))
+                # The local fallback reports its own (smaller) quotas: build that field anew.
+                known = staged.plan.policy_header if decision.source == "shared" else None
+                ctx.response_headers.extend(ratelimit_headers(decision, known))
             else:
-                ctx.response_headers.append((b"ratelimit-policy", policy_field(staged.specs)))
+                ctx.response_headers.append((b"ratelimit-policy", staged.plan.policy_header))
         tight = decision.tightest
         if tight is not None:
             ctx.rate_limit_remaining = tight.remaining
@@ -230,7 +248,7 @@ class RateLimitPolicy:
             wait = max(1, math.ceil(self.store.probe_interval))
             headers = [retry_after(wait)]
             if self.headers:
-                ctx.response_headers.append((b"ratelimit-policy", policy_field(staged.specs)))
+                ctx.response_headers.append((b"ratelimit-policy", staged.plan.policy_header))
             return problem(
                 503,
                 "Rate limits cannot be checked right now (shared store unavailable).",
@@ -239,7 +257,7 @@ class RateLimitPolicy:
                 headers=headers,
             )
         divisor = self.replicas.live_count if self.replicas is not None else 1
-        decision = self.local.check(staged.consumer.rate_key, staged.specs, divisor)
+        decision = self.local.check(staged.consumer.rate_key, staged.plan.specs, divisor)
         self.usage.count(f"{EVENTS}|local_{'admitted' if decision.admitted else 'rejected'}")
         return decision
 

@@ -32,10 +32,15 @@ class WindowSpec(NamedTuple):
     def window_ms(self) -> int:
         return max(1, round(self.window * 1000))
 
+    @property
+    def key_suffix(self) -> str:
+        """What follows the consumer's hash tag in the window's key."""
+        short = "sl" if self.algorithm == "sliding_log" else "sw"
+        return f":{self.scope}:{short}:{self.window_ms}"
+
     def key(self, prefix: str, rate_key: str) -> str:
         """The window's Redis key; every key of one consumer shares the `{rate_key}` hash tag."""
-        short = "sl" if self.algorithm == "sliding_log" else "sw"
-        return f"{prefix}:rl:{{{hash_tag(rate_key)}}}:{self.scope}:{short}:{self.window_ms}"
+        return f"{prefix}:rl:{{{hash_tag(rate_key)}}}{self.key_suffix}"
 
 
 class WindowVerdict(NamedTuple):
