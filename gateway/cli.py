@@ -1,4 +1,4 @@
-"""The `gateway` command: dev, run, check-config, smoke."""
+"""The `gateway` command: dev, run, cluster, check-config, smoke."""
 
 from __future__ import annotations
 
@@ -39,6 +39,12 @@ def main(argv: list[str] | None = None) -> int:
     check = sub.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("file", nargs="?", help="config file (default: $GATEWAY_CONFIG or ./gateway.yaml)")
 
+    cluster = sub.add_parser("cluster", help="run Redis, the mock services and N gateways behind "
+                             "a round-robin front on loopback (no Docker)")
+    from gateway import localcluster
+
+    localcluster.add_arguments(cluster)
+
     smoke = sub.add_parser("smoke", help="run the README's examples against a live gateway")
     smoke.add_argument("url", nargs="?", default="http://localhost:8000")
 
@@ -49,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         return _run(args)
     if args.command == "dev":
         return _dev(args)
+    if args.command == "cluster":
+        return localcluster.run(args)
     if args.command == "smoke":
         from gateway.smoke import run_smoke
 

@@ -27,7 +27,13 @@ from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import (
+    NoScriptError,
+    RedisClusterException,
+    RedisError,
+    ResponseError,
+    SlotNotCoveredError,
+)
 
 log = logging.getLogger("gateway.store")
 
@@ -202,9 +208,14 @@ class Store:
                 )
                 for i, reply in zip(retry, again, strict=True):
                     replies[i] = reply
-        except (TimeoutError, RedisError, OSError) as exc:
-            if isinstance(exc, ResponseError):  # the server answered: it is up
-                error: StoreError = StoreError(str(exc))
+        except (TimeoutError, RedisError, RedisClusterException, OSError) as exc:
+            # The server answered (ResponseError), or the Cluster client refused the call before
+            # sending it (keys in different slots: a bug in one call, not an outage).
+            refused = isinstance(exc, RedisClusterException) and not isinstance(
+                exc, SlotNotCoveredError)
+            if isinstance(exc, ResponseError) or refused:
+                error: StoreError = StoreError(
+                    f"{type(exc).__name__}: {exc}" if refused else str(exc))
             else:
                 error = StoreUnavailable(f"store {self.description}: {type(exc).__name__}: {exc}")
                 self.mark_down(error)
@@ -221,7 +232,9 @@ class Store:
         pipe = self.client.pipeline(transaction=False)
         for item in staged:
             if item.script is not None:
-                pipe.evalsha(item.script.sha, *item.args)
+                # execute_command, not pipe.evalsha(): redis-py's ClusterPipeline blocks the
+                # evalsha method, while EVALSHA itself routes by its keys' slot; same bytes.
+                pipe.execute_command("EVALSHA", item.script.sha, *item.args)
             else:
                 pipe.execute_command(*item.args)
         return list(await pipe.execute(raise_on_error=False))
@@ -254,9 +267,7 @@ class Store:
     async def _probe(self) -> None:
         while not self.available:
             await asyncio.sleep(self.probe_interval)
-            try:
-                await asyncio.wait_for(self.client.ping(), self.timeout)
-            except (TimeoutError, RedisError, OSError):
+            if not await self.ping():  # a subclass may prepare the client first (Cluster)
                 continue
             self.available = True
             self.down_since = None

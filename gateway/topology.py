@@ -1,0 +1,194 @@
+"""Stores on Redis Cluster and Redis Sentinel, from `redis+cluster://` and `redis+sentinel://` URLs.
+
+URL forms (several seed hosts separated by commas, credentials optional)::
+
+    redis+cluster://[user:password@]host:port[,host:port...]      (rediss+cluster:// for TLS)
+    redis+sentinel://[user:password@]host:port[,host:port...]/master-name[?db=0]
+                     [&sentinel_password=...]
+
+For Cluster the seeds are only where discovery starts: the client reads the slot map
+(CLUSTER SLOTS) from the first seed that answers and talks to every master directly. For
+Sentinel the client asks the sentinels which node is the master, connects to it, and asks again
+whenever a connection has to be made (so after a failover, new connections go to the promoted
+replica).
+
+Both clients get the same treatment as the single-node one in `gateway.store.redis_store`:
+short socket timeouts and no retries (no redis-py retry loops with backoff: one attempt, bounded
+by `redis.timeout`; the Store's probe decides when to try again). A Cluster client is
+initialised (slot map and command table loaded) by the first `ping()`, which the runtime makes
+at start-up before any request is served; that one call may take longer than `redis.timeout`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from redis.exceptions import RedisError
+
+from gateway.config import ConfigError, RedisSettings
+from gateway.store import Store, _redact
+
+CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+SENTINEL_SCHEMES = ("redis+sentinel",)
+INIT_TIMEOUT = 5.0  # loading the slot map and command table: once per (re)initialisation
+
+
+@dataclass(frozen=True)
+class Topology:
+    """What a `redis+cluster://` or `redis+sentinel://` URL names."""
+
+    kind: str  # "cluster" or "sentinel"
+    hosts: list[tuple[str, int]]
+    tls: bool = False
+    username: str | None = None
+    password: str | None = None
+    master_name: str | None = None
+    db: int = 0
+    sentinel_password: str | None = field(default=None, repr=False)
+
+
+def parse_url(url: str) -> Topology:
+    """Parse a Cluster / Sentinel URL; raises ValueError with a message naming what is wrong."""
+    scheme, sep, _ = url.partition("://")
+    if not sep or scheme not in CLUSTER_SCHEMES + SENTINEL_SCHEMES:
+        raise ValueError(f"not a redis+cluster:// or redis+sentinel:// URL: {_redact(url)!r}")
+    parts = urlsplit(url)
+    userinfo, at, hostlist = parts.netloc.rpartition("@")
+    username = password = None
+    if at:
+        user, colon, secret = userinfo.partition(":")
+        username = unquote(user) or None
+        password = unquote(secret) if colon else None
+    kind = "cluster" if scheme in CLUSTER_SCHEMES else "sentinel"
+    hosts = [_host_port(item, 6379 if kind == "cluster" else 26379)
+             for item in hostlist.split(",") if item.strip()]
+    if not hosts:
+        raise ValueError(f"{scheme}:// needs at least one host:port")
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    path = [p for p in parts.path.split("/") if p]
+    tls = scheme.startswith("rediss")
+    if kind == "cluster":
+        if path not in ([], ["0"]) or query.get("db", "0") != "0":
+            raise ValueError("Redis Cluster has only database 0: remove the /db from the URL")
+        return Topology("cluster", hosts, tls, username, password)
+    if not path:
+        raise ValueError("redis+sentinel:// needs the master name as its path, "
+                         "e.g. redis+sentinel://127.0.0.1:26379/mymaster")
+    if len(path) > 2:
+        raise ValueError("redis+sentinel:// path is /master-name or /master-name/db")
+    db_text = query.get("db", path[1] if len(path) == 2 else "0")
+    if not db_text.isdigit():
+        raise ValueError(f"db must be a number, got {db_text!r}")
+    return Topology("sentinel", hosts, tls, username, password, master_name=unquote(path[0]),
+                    db=int(db_text), sentinel_password=query.get("sentinel_password"))
+
+
+def _host_port(item: str, default_port: int) -> tuple[str, int]:
+    item = item.strip()
+    if item.startswith("["):  # [IPv6]:port
+        host, _, rest = item[1:].partition("]")
+        port_text = rest.removeprefix(":")
+    else:
+        host, _, port_text = item.rpartition(":") if ":" in item else (item, "", "")
+    if not host:
+        raise ValueError(f"missing host in {item!r}")
+    if not port_text:
+        return host, default_port
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f"bad port in {item!r}")
+    return host, int(port_text)
+
+
+def make_store(settings: RedisSettings) -> Store:
+    """The Store for a Cluster or Sentinel URL in `settings.url`. Raises ConfigError."""
+    assert settings.url
+    try:
+        topology = parse_url(settings.url)
+    except ValueError as exc:
+        raise ConfigError(f"redis.url: {exc}") from exc
+    if topology.kind == "cluster":
+        return _cluster_store(topology, settings)
+    return _sentinel_store(topology, settings)
+
+
+def _no_retry() -> Any:
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    return Retry(NoBackoff(), 0)
+
+
+class ClusterStore(Store):
+    """A Store on Redis Cluster: initialises the client (slot map) before declaring it up."""
+
+    async def ping(self) -> bool:
+        # Initialising reads CLUSTER SLOTS and COMMAND (a large reply): allow it more than the
+        # per-call timeout, once, instead of timing out forever on a busy machine.
+        try:
+            if self.client._initialize:
+                await asyncio.wait_for(self.client.initialize(), max(INIT_TIMEOUT, self.timeout))
+        except (TimeoutError, RedisError, OSError):
+            return False
+        return await super().ping()
+
+
+class SentinelStore(Store):
+    """A Store on the master that Sentinel names; closing it closes the sentinel connections too."""
+
+    def __init__(self, client: Any, sentinel: Any, **kwargs: Any) -> None:
+        super().__init__(client, **kwargs)
+        self.sentinel = sentinel
+
+    async def close(self) -> None:
+        await super().close()
+        try:
+            await self.sentinel.aclose()
+        except (RedisError, OSError):
+            pass
+
+
+def _cluster_store(topology: Topology, settings: RedisSettings) -> Store:
+    from redis.asyncio.cluster import ClusterNode, RedisCluster
+
+    client = RedisCluster(
+        startup_nodes=[ClusterNode(host, port) for host, port in topology.hosts],
+        username=topology.username,
+        password=topology.password,
+        ssl=topology.tls,
+        socket_timeout=settings.timeout,
+        socket_connect_timeout=settings.connect_timeout,
+        retry=_no_retry(),
+        health_check_interval=0,
+        # Slots must all be served, or the client refuses to start: a partial cluster would
+        # split one consumer's state between "store up" and "store down" per key.
+        require_full_coverage=True,
+    )
+    return ClusterStore(client, timeout=settings.timeout, probe_interval=settings.probe_interval,
+                        description=_redact(settings.url or ""))
+
+
+def _sentinel_store(topology: Topology, settings: RedisSettings) -> Store:
+    from redis.asyncio.sentinel import Sentinel
+
+    assert topology.master_name is not None
+    bounded = {
+        "socket_timeout": settings.timeout,
+        "socket_connect_timeout": settings.connect_timeout,
+        "retry": _no_retry(),
+        "health_check_interval": 0,
+    }
+    sentinel = Sentinel(
+        topology.hosts,
+        sentinel_kwargs={**bounded, "password": topology.sentinel_password},
+        **bounded,
+    )
+    client = sentinel.master_for(
+        topology.master_name, username=topology.username, password=topology.password,
+        db=topology.db, **bounded,
+    )
+    return SentinelStore(client, sentinel, timeout=settings.timeout,
+                         probe_interval=settings.probe_interval,
+                         description=_redact(settings.url or ""))
