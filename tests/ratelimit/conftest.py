@@ -116,6 +116,7 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
         s = embedded_store()
     else:
         server: RedisServer = request.getfixturevalue("redis_server")
-        s = redis_store(server.url, timeout=2, connect_timeout=2, probe_interval=0.1)
+        # Generous: these tests count, they do not time; a busy machine must not fake "Redis down".
+        s = redis_store(server.url, timeout=10, connect_timeout=10, probe_interval=0.1)
     yield wide_pool(s)
     await s.close()

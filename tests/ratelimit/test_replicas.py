@@ -25,7 +25,7 @@ def cluster_config(redis: RedisServer, users: MockService, **rate_limit: Any) ->
         {"users": users},
         # Generous timeouts: a burst opens many connections at once on a busy 2-core machine, and
         # a spurious "store down" would switch to the local fallback in the middle of the count.
-        redis={"url": redis.url, "timeout": 2, "connect_timeout": 2, "probe_interval": 0.2},
+        redis={"url": redis.url, "timeout": 5, "connect_timeout": 5, "probe_interval": 0.2},
         rate_limits={
             "default": 30,  # sliding_window (the default algorithm)
             "anonymous": 30,
@@ -34,8 +34,11 @@ def cluster_config(redis: RedisServer, users: MockService, **rate_limit: Any) ->
         rate_limit={"heartbeat_interval": 0.3, "usage_flush_interval": 0.2, **rate_limit},
         auth={
             "consumers": [
-                {"id": cid, "tier": "premium" if cid == "premium-user" else "default",
-                 "key_sha256": hashlib.sha256(key.encode()).hexdigest()}
+                {
+                    "id": cid,
+                    "tier": "premium" if cid == "premium-user" else "default",
+                    "key_sha256": hashlib.sha256(key.encode()).hexdigest(),
+                }
                 for cid, key in KEYS.items()
             ]
         },
@@ -49,7 +52,9 @@ class Cluster:
         self.redis, self.gateways = redis, gateways
 
     def get(self, replica: int, consumer: str) -> httpx.Response:
-        return httpx.get(self.gateways[replica].url + PATH, headers={"x-api-key": KEYS[consumer]}, timeout=10)
+        return httpx.get(
+            self.gateways[replica].url + PATH, headers={"x-api-key": KEYS[consumer]}, timeout=10
+        )
 
     def metrics(self, replica: int) -> dict[str, Any]:
         return httpx.get(self.gateways[replica].url + "/metrics", timeout=10).json()["rate_limits"]
@@ -104,16 +109,22 @@ def burst(cluster: Cluster, consumer: str, total: int) -> list[httpx.Response]:
     async def run() -> list[httpx.Response]:
         limits = httpx.Limits(max_connections=60)
         async with httpx.AsyncClient(timeout=15, limits=limits) as client:
-            return await asyncio.gather(*(
-                client.get(cluster.gateways[i % 3].url + PATH, headers={"x-api-key": KEYS[consumer]})
-                for i in range(total)
-            ))
+            return await asyncio.gather(
+                *(
+                    client.get(
+                        cluster.gateways[i % 3].url + PATH, headers={"x-api-key": KEYS[consumer]}
+                    )
+                    for i in range(total)
+                )
+            )
 
     return asyncio.run(run())
 
 
 @pytest.mark.parametrize("consumer", ["alice", "premium-user"])  # sliding_window, sliding_log
-def test_three_times_the_limit_round_robin_admits_exactly_the_limit(fresh: Cluster, consumer: str) -> None:
+def test_three_times_the_limit_round_robin_admits_exactly_the_limit(
+    fresh: Cluster, consumer: str
+) -> None:
     limit = LIMITS[consumer]
     responses = burst(fresh, consumer, 3 * limit)
     statuses = [r.status_code for r in responses]
