@@ -227,6 +227,9 @@ class CircuitBreakerPolicy:
     def _on_store(self, available: bool) -> Any:
         if available:
             return self.resync()
+        # Going down: forget any local state left from an earlier outage, so each service is
+        # seeded afresh from the latest shared state this replica read.
+        self.local.clear()
         return None
 
     async def resync(self) -> None:

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from gateway.breaker import CircuitBreakerPolicy
-from gateway.store import embedded_store, redis_store
+from gateway.store import StoreUnavailable, embedded_store, redis_store
 from tests.breaker.conftest import ORDERS, FakeUpstream, Replica, breaker_config
 
 
@@ -65,6 +65,22 @@ async def test_outcomes_that_cannot_be_stored_count_locally(pair):
     await a.policy.flush()
     response, _ = await a.request()
     assert response.status == 503
+
+
+async def test_a_second_outage_starts_from_the_latest_shared_state(pair):
+    a, b = pair
+    a.store.mark_down(StoreUnavailable("first outage"))  # notifies the policies
+    a.store._probe_task.cancel()
+    await a.request()  # served by the local breaker: closed
+    a.store.available = True
+    await a.policy.resync()
+    b.upstream.set(ORDERS, 500)
+    await b.requests(3)  # opened through b while the store is up
+    await a.request()  # a reads the shared state: open
+    a.store.mark_down(StoreUnavailable("second outage"))
+    a.store._probe_task.cancel()
+    response, _ = await a.request()
+    assert response.status == 503 and a.upstream.count() == 1  # only the first outage's
 
 
 @pytest.mark.redis
