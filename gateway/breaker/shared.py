@@ -1,6 +1,6 @@
 """The breaker state in Redis, shared by every replica; every transition is one Lua call.
 
-Keys of a service share the hash tag `{<service>}` so one script sees all of its targets (and
+Keys of a service share the hash tag `{<service>}` (braces in the name percent-encoded) so one script sees all of its targets (and
 runs on Redis Cluster). Per target:
 
     <prefix>:cb:{<service>}:s:<target>   hash: state, open_until, failures, successes,
@@ -41,8 +41,9 @@ def _text(value: Any) -> str:
 
 
 def hash_tag(service: str) -> str:
-    # Braces would end the hash tag early and split a service's keys over cluster slots.
-    return service.replace("{", "(").replace("}", ")")
+    # Braces would end the hash tag early and split a service's keys over cluster slots;
+    # percent-encoding them (and '%') keeps distinct names distinct.
+    return service.replace("%", "%25").replace("{", "%7B").replace("}", "%7D")
 
 
 class SharedBreaker:
