@@ -1,7 +1,7 @@
 """The breaker state in Redis, shared by every replica; every transition is one Lua call.
 
-Keys of a service share the hash tag `{<service>}` (braces in the name percent-encoded) so one script sees all of its targets (and
-runs on Redis Cluster). Per target:
+Keys of a service share the hash tag `{<service>}` (braces in the name percent-encoded), so
+one script sees all of its targets (and runs on Redis Cluster). Per target:
 
     <prefix>:cb:{<service>}:s:<target>   hash: state, open_until, failures, successes,
                                          lease_seq, last_from/last_to/last_at/last_reason
