@@ -68,9 +68,10 @@ class Decision(NamedTuple):
     @property
     def tightest(self) -> WindowVerdict | None:
         """The most restrictive window: fewest units left, then the latest reset."""
-        if not self.windows:
-            return None
-        return min(self.windows, key=lambda w: (w.allowed, w.remaining, -w.reset))
+        windows = self.windows
+        if len(windows) < 2:
+            return windows[0] if windows else None
+        return min(windows, key=lambda w: (w.allowed, w.remaining, -w.reset))
 
 
 def hash_tag(rate_key: str) -> str:
@@ -90,14 +91,13 @@ def script_args(specs: Sequence[WindowSpec]) -> list[int]:
 
 def parse_reply(specs: Sequence[WindowSpec], reply: Any) -> Decision:
     """Turn the script's flat integer list into a Decision; raises ValueError if malformed."""
-    values = [int(v) for v in reply]
-    if len(values) != 1 + 3 * len(specs):
-        raise ValueError(f"ratelimit script returned {len(values)} values for {len(specs)} windows")
+    if len(reply) != 1 + 3 * len(specs):
+        raise ValueError(f"ratelimit script returned {len(reply)} values for {len(specs)} windows")
     windows = tuple(
-        WindowVerdict(spec, bool(values[1 + 3 * i]), values[2 + 3 * i], values[3 + 3 * i] / 1000)
-        for i, spec in enumerate(specs)
+        WindowVerdict(spec, reply[i] == 1, int(reply[i + 1]), reply[i + 2] / 1000)
+        for i, spec in zip(range(1, len(reply), 3), specs, strict=True)
     )
-    return Decision(bool(values[0]), windows, "shared")
+    return Decision(reply[0] == 1, windows, "shared")
 
 
 def format_seconds(value: float) -> str:
