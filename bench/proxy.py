@@ -756,7 +756,10 @@ def cpu_model() -> str:
 def git_commit() -> str:
     done = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
                           capture_output=True, text=True, check=False)
-    return done.stdout.strip() or "unknown"
+    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "gateway", "lua"],
+                           capture_output=True, text=True, check=False).stdout.strip()
+    # Helpers share one working tree: say when the measured code is not the commit's.
+    return (done.stdout.strip() or "unknown") + (" + uncommitted changes in gateway/ or lua/" if dirty else "")
 
 
 # -- main ----------------------------------------------------------------------------------------
