@@ -27,13 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import (
-    NoScriptError,
-    RedisClusterException,
-    RedisError,
-    ResponseError,
-    SlotNotCoveredError,
-)
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError, ResponseError
 
 log = logging.getLogger("gateway.store")
 
@@ -209,13 +203,10 @@ class Store:
                 for i, reply in zip(retry, again, strict=True):
                     replies[i] = reply
         except (TimeoutError, RedisError, RedisClusterException, OSError) as exc:
-            # The server answered (ResponseError), or the Cluster client refused the call before
-            # sending it (keys in different slots: a bug in one call, not an outage).
-            refused = isinstance(exc, RedisClusterException) and not isinstance(
-                exc, SlotNotCoveredError)
-            if isinstance(exc, ResponseError) or refused:
-                error: StoreError = StoreError(
-                    f"{type(exc).__name__}: {exc}" if refused else str(exc))
+            # RedisClusterException: the Cluster client found no reachable node or no node for
+            # a slot (a cross-slot script never gets here: ClusterStore fails that call alone).
+            if isinstance(exc, ResponseError):  # the server answered: it is up
+                error: StoreError = StoreError(str(exc))
             else:
                 error = StoreUnavailable(f"store {self.description}: {type(exc).__name__}: {exc}")
                 self.mark_down(error)
@@ -279,7 +270,7 @@ class Store:
         try:
             await asyncio.wait_for(self.client.ping(), self.timeout)
             return True
-        except (TimeoutError, RedisError, OSError):
+        except (TimeoutError, RedisError, RedisClusterException, OSError):
             return False
 
     async def close(self) -> None:

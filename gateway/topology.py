@@ -26,10 +26,11 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from redis.exceptions import RedisError
+from redis.crc import key_slot
+from redis.exceptions import RedisClusterException, RedisError
 
 from gateway.config import ConfigError, RedisSettings
-from gateway.store import Store, _redact
+from gateway.store import Store, StoreError, _redact, _Staged
 
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 SENTINEL_SCHEMES = ("redis+sentinel",)
@@ -122,7 +123,12 @@ def _no_retry() -> Any:
 
 
 class ClusterStore(Store):
-    """A Store on Redis Cluster: initialises the client (slot map) before declaring it up."""
+    """A Store on Redis Cluster.
+
+    It initialises the client (slot map) before declaring the store up, and fails a script call
+    whose keys span several slots on its own, before sending: redis-py would refuse the whole
+    pipeline, and every policy of that request would lose its answer for one call's bug.
+    """
 
     async def ping(self) -> bool:
         # Initialising reads CLUSTER SLOTS and COMMAND (a large reply): allow it more than the
@@ -130,9 +136,27 @@ class ClusterStore(Store):
         try:
             if self.client._initialize:
                 await asyncio.wait_for(self.client.initialize(), max(INIT_TIMEOUT, self.timeout))
-        except (TimeoutError, RedisError, OSError):
+        except (TimeoutError, RedisError, RedisClusterException, OSError):
             return False
         return await super().ping()
+
+    async def execute(self, staged: list[_Staged]) -> None:
+        sendable = []
+        for item in staged:
+            if item.script is not None and len(_slots(item.args)) > 1:
+                keys = item.args[1:1 + int(item.args[0])]
+                item.pending._fail(StoreError(
+                    f"CROSSSLOT: the keys of script {item.script.name!r} are in different "
+                    f"Redis Cluster slots (give them one {{hash tag}}): {keys!r}"))
+            else:
+                sendable.append(item)
+        if sendable:
+            await super().execute(sendable)
+
+
+def _slots(args: tuple[Any, ...]) -> set[int]:
+    """The slots of an EVALSHA's keys; args are (numkeys, *keys, *argv)."""
+    return {key_slot(k if isinstance(k, bytes) else str(k).encode()) for k in args[1:1 + int(args[0])]}
 
 
 class SentinelStore(Store):

@@ -235,8 +235,15 @@ class Gateways:
             return dict(json.load(resp))
 
     def wired(self, policy: str) -> bool:
-        """True when `policy` ('rate_limits', 'circuit_breakers', 'cache') runs in the chain."""
-        return bool(self.metrics(0).get(policy))
+        """True when `policy` ("rate_limit", "cache", "circuit_breaker") runs in the chain, as
+        a client can tell: its response header, or the breaker's state in /health."""
+        first = self.replicas[0].url
+        if policy == "circuit_breaker":
+            services = httpx.get(first + "/health", timeout=10).json()["services"]
+            return any("circuit_breaker" in s for s in services.values())
+        header = {"rate_limit": "x-ratelimit-limit", "cache": "x-cache"}[policy]
+        route = next(iter(self.config["routes"]))
+        return header in httpx.get(first + route, timeout=10).headers
 
     def stop(self) -> None:
         for g in self.replicas:
