@@ -3,7 +3,9 @@
 Per request (see docs/architecture.md):
 
 * `stage`: one read-only script call on the request's single round trip returns the state of
-  every target of the service.
+  every target of the service. While every target is known to be open (the last read said
+  so and none is due yet) not even that: the replica remembers until when, answers from
+  memory, and reads again once a probe may be due.
 * `__call__`: a closed target is picked round-robin and set as `ctx.target`. When no target is
   closed and none is due for a probe, the answer is an immediate 503 (`Retry-After`,
   `X-Circuit-State: open`) with no upstream attempt. When a target is due for a probe (or
@@ -84,6 +86,8 @@ class CircuitBreakerPolicy:
         self.recorder = OutcomeRecorder(self.shared, self._record_locally, flush_interval)
         self._last_seen: dict[str, tuple[ServiceView, float]] = {}
         self._turn = {s: itertools.count() for s in self.rules}
+        # service -> local clock time until which every target is known to stay open
+        self._open_until: dict[str, float] = {}
         store.on_availability(self._on_store)
 
     @classmethod
@@ -95,7 +99,17 @@ class CircuitBreakerPolicy:
     # -- the chain -----------------------------------------------------------------------------
     def stage(self, ctx: RequestContext, batch: StoreBatch) -> Response | None:
         service = ctx.route.service
-        if service in self.rules and self.store.available:
+        if service not in self.rules:
+            return None
+        until = self._open_until.get(service)
+        if until is not None:
+            # Open ends only by time running out (probes start after it), so until then the
+            # answer is known without asking Redis: no command at all while a service is down.
+            if self.clock() < until:
+                ctx.state[self.name] = until
+                return None
+            del self._open_until[service]
+        if self.store.available:
             ctx.state[self.name] = self.shared.stage_read(batch, service)
         return None
 
@@ -103,13 +117,18 @@ class CircuitBreakerPolicy:
         service = ctx.route.service
         if service not in self.rules:
             return await call_next(ctx)
-        view, shared = self._view(service, ctx.state.get(self.name))
+        staged = ctx.state.get(self.name)
+        if type(staged) is float:
+            return self._reject(ctx, BreakerState.OPEN, int((staged - self.clock()) * 1000))
+        view, shared = self._view(service, staged)
         closed = [i for i, t in enumerate(view.targets) if t.state is BreakerState.CLOSED]
         if closed:
             index = closed[next(self._turn[service]) % len(closed)] if len(closed) > 1 else closed[0]
             return await self._send(ctx, call_next, index, 0, shared)
         if not any(t.probe_due for t in view.targets):
             retry = min(t.retry_after_ms for t in view.targets)
+            if shared:
+                self._open_until[service] = self.clock() + retry / 1000
             return self._reject(ctx, BreakerState.OPEN, retry)
         admission, shared = await self._acquire(service, shared)
         if admission.kind == "rejected":

@@ -28,7 +28,7 @@ async def counted_replica(**breaker):
                    FakeUpstream()), round_trips
 
 
-async def test_closed_and_open_cost_one_staged_command_and_no_extra_round_trip():
+async def test_closed_and_open_cost_at_most_one_staged_command():
     gw, trips = await counted_replica()
     await gw.request(record=False)
     assert trips == [1]  # the read, on the request's one pipeline
@@ -40,7 +40,13 @@ async def test_closed_and_open_cost_one_staged_command_and_no_extra_round_trip()
     assert trips == [1]  # three requests' outcomes: one pipeline, one script call
     trips.clear()
     response, _ = await gw.request(record=False)
-    assert response.status == 503 and trips == [1]
+    assert response.status == 503 and trips == [1]  # learns it is open
+    trips.clear()
+    for _ in range(5):
+        response, _ = await gw.request(record=False)
+        assert response.status == 503
+        assert response.header(b"retry-after") == b"1"
+    assert trips == []  # and then answers from memory until a probe may be due
     await gw.store.close()
 
 
