@@ -342,6 +342,25 @@ class LoggingSettings(Section):
         return value.upper() if isinstance(value, str) else value
 
 
+class TracingSettings(Section):
+    """W3C trace context propagation, and optional OpenTelemetry export (the `otel` extra)."""
+
+    enabled: bool = Field(True, description="propagate traceparent/tracestate upstream")
+    sample_ratio: float = Field(
+        1.0, ge=0, le=1, description="share of traces the gateway starts that are marked sampled"
+    )
+    otlp_endpoint: str | None = Field(
+        None, description="OTLP/HTTP traces URL, e.g. http://collector:4318/v1/traces"
+    )
+    service_name: str = Field("pygateway", min_length=1)
+    export_timeout: float = Field(5, gt=0, description="seconds one export batch may take")
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        return None if value in (None, "") else _check_http_url(value)  # type: ignore[arg-type]
+
+
 # -- the whole file ----------------------------------------------------------------------------
 class GatewayConfig(Section):
     services: dict[str, ServiceSettings]
@@ -360,6 +379,7 @@ class GatewayConfig(Section):
     redis: RedisSettings = RedisSettings()
     proxy: ProxySettings = ProxySettings()
     logging: LoggingSettings = LoggingSettings()
+    tracing: TracingSettings = TracingSettings()
 
     @model_validator(mode="before")
     @classmethod

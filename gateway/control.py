@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -11,12 +11,16 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway import __version__
+from gateway.dashboard import mount_dashboard
+from gateway.metrics.document import metrics_document
+from gateway.metrics.exposition import render, wants_prometheus
 from gateway.problem import problem_body
 
 if TYPE_CHECKING:
     from gateway.runtime import Gateway
 
 PROBLEM = "application/problem+json"
+FORMATS = ("json", "prometheus", "text", "openmetrics")
 
 
 def _problem(status: int, detail: str, request: Request, **extra: Any) -> Response:
@@ -110,31 +114,33 @@ def create_control_app(gateway: Gateway) -> FastAPI:
             return _problem(503, f"gateway is {reason}", request)
         return JSONResponse({"status": "ready", "replica": gw.replica_id})
 
-    @app.get("/metrics", summary="Request statistics, per-service counts, policies' state")
-    async def metrics(request: Request) -> Response:
+    @app.get(
+        "/metrics",
+        summary="Request statistics (cluster-wide JSON) or Prometheus exposition",
+        description=(
+            "JSON by default: the live replicas' statistics summed, with a per-replica breakdown "
+            "(`scope=replica`: this replica only). Prometheus text when the client accepts "
+            "`text/plain`, OpenMetrics for `application/openmetrics-text`, or `format=prometheus` "
+            "/ `format=openmetrics`."
+        ),
+        responses={200: {"content": {"application/json": {}, "text/plain": {},
+                                     "application/openmetrics-text": {}}}},
+    )
+    async def metrics(request: Request, format: str | None = None,
+                      scope: Literal["cluster", "replica"] = "cluster") -> Response:
         gw: Gateway = app.state.gateway
-        return Response(json.dumps(await metrics_document(gw)), media_type="application/json")
+        if format is not None and format.lower() not in FORMATS:
+            return _problem(400, f"unknown format {format!r}: use one of {', '.join(FORMATS)}", request)
+        flavour = wants_prometheus(request.headers.get("accept", ""), format)
+        if flavour is not None:
+            body, content_type = await render(gw, flavour)
+            return Response(body, media_type=content_type)
+        return Response(json.dumps(await metrics_document(gw, scope)), media_type="application/json")
+
+    mount_dashboard(app)
 
     _describe_proxied_routes(app, gateway)
     return app
-
-
-async def metrics_document(gw: Gateway) -> dict[str, Any]:
-    """The seed's /metrics content; sections later features fill are present and empty."""
-    policies = await gw.policy_metrics()
-    return {
-        "replica": gw.replica_id,
-        "requests": gw.stats.snapshot(),
-        "services": gw.stats.services_snapshot(),
-        "rate_limits": policies.get("rate_limit", {}),
-        "circuit_breakers": policies.get("circuit_breaker", {}),
-        "cache": policies.get("cache", {}),
-        "store": {
-            "kind": "embedded" if gw.store is None or gw.store.embedded else "redis",
-            "available": bool(gw.store and gw.store.available),
-            "failures": gw.store.failures if gw.store else 0,
-        },
-    }
 
 
 def _describe_proxied_routes(app: FastAPI, gw: Gateway) -> None:

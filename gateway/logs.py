@@ -41,7 +41,7 @@ class TextFormatter(logging.Formatter):
         fields = getattr(record, "fields", None)
         if fields and record.name == "gateway.access":
             extras = " ".join(f"{k}={v}" for k, v in fields.items()
-                              if k not in ("method", "path", "status"))
+                              if v is not None and k not in ("method", "path", "status"))
             record.msg = f"{fields.get('method')} {fields.get('path')} -> {fields.get('status')} {extras}"
             record.args = ()
         return super().format(record)

@@ -22,6 +22,7 @@ from gateway.replicas import ReplicaRegistry
 from gateway.routing import RouteTable
 from gateway.stats import RequestStats
 from gateway.store import Store, embedded_store, redis_store
+from gateway.telemetry import Telemetry
 from gateway.upstream import UpstreamPool
 
 log = logging.getLogger("gateway")
@@ -64,6 +65,7 @@ class Gateway:
         self.replicas: ReplicaRegistry | None = None
         self.policies: dict[str, Policy] = {}
         self.hotpath: HotPath | None = None
+        self.telemetry: Telemetry | None = None
         self.ready = False
         self.draining = False
         self.started_at = time.time()
@@ -82,12 +84,14 @@ class Gateway:
         await self.upstream.start()
         self.replicas = ReplicaRegistry(self.store, self.config, self.replica_id)
         await self.replicas.start()
+        self.telemetry = Telemetry(self)
         chain_policies = build_policies(self)
         self.policies = {p.name: p for p in chain_policies}
         for policy in chain_policies:
             start = getattr(policy, "start", None)
             if start is not None:
                 await start()
+        await self.telemetry.start(self.store)
         chain = PolicyChain(chain_policies, self.upstream, self.store)
         proxy = self.config.proxy
         self.hotpath = HotPath(
@@ -97,6 +101,8 @@ class Gateway:
             max_header_bytes=proxy.max_header_bytes,
             stats=self.stats,
             access_log_enabled=self.config.logging.access_log,
+            tracing=self.telemetry.tracing,
+            spans=self.telemetry.spans,
         )
         await self.health.start()
         self.ready = True
@@ -114,6 +120,8 @@ class Gateway:
                 except Exception:
                     log.exception("closing policy %s failed", policy.name)
         await self.upstream.close()
+        if self.telemetry is not None:
+            await self.telemetry.close()
         if self.replicas is not None:
             await self.replicas.close()
         if self.store is not None:

@@ -1,0 +1,127 @@
+"""The observability side of one gateway process, started and stopped by the runtime.
+
+It owns what runs next to the hot path rather than in it: copying the hot path's totals into
+the multiprocess files (under --workers), publishing this replica's snapshot into the store for
+the cluster-wide view, timing the store's round trips, and the optional span export.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from gateway.metrics.cluster import ClusterStats
+from gateway.metrics.multiproc import ProcessFiles, metrics_dir
+from gateway.metrics.series import samples
+from gateway.spans import SpanExport, span_export
+from gateway.stats import RequestStats
+from gateway.store import Store, StoreUnavailable
+from gateway.tracing import TracePropagation
+
+if TYPE_CHECKING:
+    from gateway.runtime import Gateway
+
+log = logging.getLogger("gateway.metrics")
+
+FLUSH_INTERVAL = 1.0  # seconds between copies of this process's totals into its metrics files
+
+
+class Telemetry:
+    """Metrics files, cluster snapshots, store timing and span export for one process."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        tracing = gateway.config.tracing
+        self.tracing = TracePropagation(tracing.sample_ratio) if tracing.enabled else None
+        self.spans: SpanExport | None = None
+        self.metrics_dir: Path | None = None
+        self.cluster: ClusterStats | None = None
+        self._files: ProcessFiles | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self, store: Store) -> None:
+        gw = self.gateway
+        self.spans = span_export(gw.config.tracing, gw.replica_id) if self.tracing else None
+        self.metrics_dir = metrics_dir()
+        if self.metrics_dir is not None:
+            self._files = ProcessFiles(self.metrics_dir)
+        watch_store(store, gw.stats)
+        self.cluster = ClusterStats(store, gw.config, gw.replica_id, gw.stats)
+        await self.cluster.publish()
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def flush(self) -> None:
+        """Copy this process's totals into its multiprocess files (no-op in a single process)."""
+        if self._files is not None:
+            self._files.write(samples(self.gateway.stats))
+
+    async def _run(self) -> None:
+        assert self.cluster is not None
+        interval = self.cluster.interval
+        next_publish = time.monotonic() + interval
+        while True:
+            await asyncio.sleep(min(FLUSH_INTERVAL, interval))
+            try:
+                self.flush()
+                if time.monotonic() >= next_publish:
+                    next_publish = time.monotonic() + interval
+                    await self._copy_policy_counters()
+                    await self.cluster.publish()
+            except Exception:  # keep going whatever one round did
+                log.exception("telemetry round failed")
+
+    async def _copy_policy_counters(self) -> None:
+        """Per-process counters a policy keeps itself, taken from its public metrics()."""
+        cache = self.gateway.policies.get("cache")
+        metrics = getattr(cache, "metrics", None)
+        if metrics is None:
+            return
+        with contextlib.suppress(Exception):
+            doc: dict[str, Any] = await metrics()
+            waits = doc.get("coalesced_waits")
+            if isinstance(waits, int):
+                self.gateway.stats.policy_counters["cache_coalesced_waits"] = waits
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self.flush()
+        if self._files is not None:
+            self._files.close()
+        if self.cluster is not None:
+            await self.cluster.withdraw()
+        if self.spans is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.spans.close)
+
+
+def watch_store(store: Store, stats: RequestStats) -> None:
+    """Time every pipeline the store sends and count its failures.
+
+    Wraps this Store instance's `execute` (every batch and single call goes through it): one
+    perf_counter pair per round trip, nothing per command.
+    """
+    inner = store.execute
+
+    async def execute(staged: list[Any]) -> None:
+        if not store.available:
+            await inner(staged)  # fails at once: the store is known to be down
+            stats.record_store_call(None, "down")
+            return
+        started = time.perf_counter()
+        await inner(staged)
+        error = None
+        for item in staged:
+            failed = item.pending.error
+            if failed is not None:
+                error = "unavailable" if isinstance(failed, StoreUnavailable) else "error"
+                break
+        stats.record_store_call(time.perf_counter() - started, error)
+
+    store.execute = execute  # type: ignore[method-assign]
