@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.cache.directives import DELTA_MAX, CacheDirectives, parse_cache_control, request_directives
+from gateway.cache.directives import (
+    DELTA_MAX,
+    CacheDirectives,
+    parse_cache_control,
+    request_directives,
+)
 
 
 @pytest.mark.parametrize(
