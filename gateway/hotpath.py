@@ -178,8 +178,16 @@ class HotPath:
             if method == "HEAD":
                 await send({"type": "http.response.body", "body": b""})
                 return
+            # With a Content-Length, the chunk that completes the body goes out as the last
+            # message: one ASGI send fewer per response (each costs the server real work).
+            length = response.header(b"content-length")
+            remaining = int(length) if length is not None and length.isdigit() else -1
             try:
                 async for chunk in stream:
+                    remaining -= len(chunk)
+                    if remaining == 0:
+                        await send({"type": "http.response.body", "body": chunk})
+                        return
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
             except OSError:
                 raise  # the client went away (handled below)

@@ -12,7 +12,6 @@ service's `timeout` both for the response head and for every gap while reading t
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import time
 from collections.abc import AsyncIterator
@@ -52,6 +51,7 @@ class UpstreamPool:
             )
             for name, s in config.services.items()
         }
+        self._route_timeouts: dict[tuple[str, float], aiohttp.ClientTimeout] = {}
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(
@@ -73,6 +73,18 @@ class UpstreamPool:
     async def close(self) -> None:
         if self.session is not None:
             await self.session.close()
+
+    def _timeout(self, ctx: RequestContext) -> aiohttp.ClientTimeout:
+        route_timeout = ctx.route.settings.timeout
+        if route_timeout is None:
+            return self._timeouts[ctx.service]
+        key = (ctx.service, route_timeout)
+        found = self._route_timeouts.get(key)
+        if found is None:
+            connect = self.config.services[ctx.service].connect_timeout
+            found = self._route_timeouts[key] = aiohttp.ClientTimeout(
+                total=None, sock_connect=connect, sock_read=route_timeout)
+        return found
 
     def pick_target(self, service: str) -> str:
         return next(self._rr[service])
@@ -99,17 +111,17 @@ class UpstreamPool:
         upstream: aiohttp.ClientResponse | None = None
         for attempt in range(attempts):
             try:
-                async with asyncio.timeout(head_timeout):
-                    upstream = await self.session.request(
-                        ctx.method,
-                        url,
-                        headers=headers,
-                        data=_request_body(ctx) if has_body else None,
-                        timeout=self._timeouts[ctx.service],
-                        allow_redirects=False,
-                        compress=None,
-                        auto_decompress=False,
-                    )
+                # sock_read bounds the wait for the response head and every gap in the body.
+                upstream = await self.session.request(
+                    ctx.method,
+                    url,
+                    headers=headers,
+                    data=_request_body(ctx) if has_body else None,
+                    timeout=self._timeout(ctx),
+                    allow_redirects=False,
+                    compress=None,
+                    auto_decompress=False,
+                )
                 break
             except (BodyTooLarge, ClientGone, TimeoutError, aiohttp.ClientError) as exc:
                 failure = _classify(exc)
