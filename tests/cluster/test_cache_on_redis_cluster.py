@@ -1,0 +1,65 @@
+"""The cache policy's own tests, run verbatim on a real 3-master Redis Cluster.
+
+fakeredis has no Cluster emulation: a script whose keys are in different slots, or a pipeline
+spanning nodes in a way the policy did not expect, only shows here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from gateway.cache.policy import CachePolicy
+from gateway.config import RedisSettings
+from gateway.store import Store
+from gateway.topology import make_store
+from tests.cache.conftest import *  # noqa: F403 - the cache tests' fixtures and helpers
+from tests.cache.test_admin import *  # noqa: F403
+from tests.cache.test_coalesce import *  # noqa: F403 - fill waiters over pub/sub on Cluster
+from tests.cache.test_policy import *  # noqa: F403 - collected again here, on Redis Cluster
+from tests.cache.test_policy import _remember_config  # noqa: F401 - an autouse fixture
+from tests.support.cluster import RedisCluster
+
+pytestmark = [pytest.mark.redis, pytest.mark.cluster]
+
+
+@pytest.fixture(scope="module")
+def redis_cluster() -> Iterator[RedisCluster]:
+    with RedisCluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+async def store(redis_cluster: RedisCluster) -> AsyncIterator[Store]:  # overrides the cache tests'
+    redis_cluster.flush()
+    cluster_store = make_store(RedisSettings(url=redis_cluster.url, timeout=2.0))
+    assert await cluster_store.ping()
+    yield cluster_store
+    await cluster_store.close()
+
+
+@pytest.fixture
+async def replicas(redis_cluster: RedisCluster) -> AsyncIterator[list[tuple[CachePolicy, Store]]]:
+    """Three 'replicas' (own store, own subscriber) on the cluster, as test_coalesce wants."""
+    redis_cluster.flush()
+    config = cache_config(cache={"lock_timeout": 1.0})  # noqa: F405
+    made = []
+    for _ in range(3):
+        cluster_store = make_store(RedisSettings(url=redis_cluster.url, timeout=2.0))
+        assert await cluster_store.ping()
+        policy = CachePolicy.from_config(config, cluster_store)
+        await policy.start()
+        made.append((policy, cluster_store))
+    for policy, _ in made:  # the subscriptions are up before the burst
+        for _ in range(100):
+            if policy.waiters.subscribed:
+                break
+            await asyncio.sleep(0.02)
+    try:
+        yield made
+    finally:
+        for policy, cluster_store in made:
+            await policy.close()
+            await cluster_store.close()
