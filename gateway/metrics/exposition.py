@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.exposition import generate_latest
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from gateway.runtime import Gateway
 
 BREAKER_STATES = ("closed", "open", "half-open")
+# The classic text format: what every Prometheus version parses (our names need no escaping).
+TEXT_FORMAT = "text/plain; version=0.0.4; charset=utf-8"
 
 
 def wants_prometheus(accept: str, fmt: str | None) -> str | None:
@@ -65,7 +67,7 @@ async def render(gw: Gateway, flavour: str) -> tuple[bytes, str]:
     registry.register(_Families([*request_families(gw), *await shared_state_families(gw)]))
     if flavour == "openmetrics":
         return generate_openmetrics(registry), OPENMETRICS
-    return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(registry), TEXT_FORMAT
 
 
 def request_families(gw: Gateway) -> list[Metric]:

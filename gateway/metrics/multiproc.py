@@ -68,6 +68,7 @@ def metrics_dir(environ: dict[str, str] | None = None) -> Path | None:
         path = Path(explicit)
     elif run_pid is not None:
         path = Path(tempfile.gettempdir()) / f"pygateway-metrics-{run_pid}"
+        _remove_orphans(path.parent)
     else:
         return None
     owner = run_pid if run_pid is not None else os.getpid()
@@ -96,6 +97,14 @@ def prepare(path: Path, run: str) -> None:
                         entry.unlink()
             marker.write_text(run + "\n")
             log.info("metrics directory %s wiped for a new start", path)
+
+
+def _remove_orphans(parent: Path) -> None:
+    """Default directories of servers that are gone (their supervisor pid no longer runs)."""
+    for entry in parent.glob("pygateway-metrics-*"):
+        pid = entry.name.rsplit("-", 1)[1]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(entry, ignore_errors=True)
 
 
 class ProcessFiles:
