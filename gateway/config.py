@@ -432,7 +432,13 @@ class GatewayConfig(Section):
         override = self.services[service].circuit_breaker
         if not override:
             return self.circuit_breaker
-        return BreakerSettings(**{**self.circuit_breaker.model_dump(), **override})
+        merged = self.circuit_breaker.model_dump()
+        for key, value in override.items():
+            if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+                merged[key] = {**merged[key], **value}  # e.g. error_ratio: {min_requests: 5}
+            else:
+                merged[key] = value
+        return BreakerSettings(**merged)
 
 
 def _tier_short_form(spec: Any) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from gateway.breaker import CircuitBreakerPolicy
 from gateway.identity import IdentityPolicy
 from gateway.policy import Policy
 from gateway.ratelimit.policy import RateLimitPolicy
@@ -19,4 +20,6 @@ def build(gateway: Gateway) -> list[Policy]:
     policies: list[Policy] = [IdentityPolicy.from_config(config)]
     if config.rate_limit.enabled:
         policies.append(RateLimitPolicy.from_config(config, store, replicas=gateway.replicas))
+    if config.circuit_breaker.enabled or any(s.circuit_breaker for s in config.services.values()):
+        policies.append(CircuitBreakerPolicy.from_config(config, store))
     return policies
