@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import shutil
-import subprocess
+from asyncio.subprocess import PIPE
 from collections.abc import AsyncIterator
 
 import httpx
@@ -166,9 +167,9 @@ async def test_promtool_check_metrics(busy: httpx.AsyncClient) -> None:
         pytest.skip("promtool not found (Debian's prometheus package ships it; see notes/observability.md)")
     await busy.get("/api/orders")
     text = await scrape(busy)
-    result = subprocess.run([tool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
-    assert result.returncode == 0 and result.stdout.strip() == "" and result.stderr.strip() == "", \
-        result.stdout + result.stderr
+    proc = await asyncio.create_subprocess_exec(tool, "check", "metrics", stdin=PIPE, stdout=PIPE, stderr=PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(text.encode()), 30)
+    assert proc.returncode == 0 and out.strip() == b"" and err.strip() == b"", out + err
 
 
 async def test_breaker_families_from_the_policy_metrics_shape() -> None:
