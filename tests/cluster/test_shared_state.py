@@ -23,7 +23,7 @@ from tests.support.cluster import (
     round_robin,
     wait_until,
 )
-from tests.support.processes import RedisServer
+from tests.support.processes import MockService, RedisServer
 
 pytestmark = [pytest.mark.redis, pytest.mark.cluster]
 
@@ -60,6 +60,12 @@ def statuses(responses: list[httpx.Response]) -> list[int]:
     return [r.status_code for r in responses]
 
 
+def hits(service: MockService, path: str) -> int:
+    """Requests `service` got for `path` (its health checks not counted)."""
+    stats = httpx.get(service.url + "/_mock/stats", timeout=10).json()
+    return int(stats["by_path"].get(path, 0))
+
+
 # -- rate limits -----------------------------------------------------------------------------
 def test_rate_limit_counts_requests_of_every_replica(gateways: Gateways):
     responses = round_robin(gateways.replicas, "/api/users", RATE_LIMIT + 5, api_key("exact"))
@@ -93,7 +99,7 @@ def test_a_response_cached_through_one_replica_is_a_hit_on_the_others(
         gateways: Gateways, services: Services):
     require(gateways, "cache")
     path = "/api/products/1"
-    before = services["products"].requests_seen()
+    before = hits(services["products"], path)
     first = httpx.get(gateways[0].url + path, timeout=10)
     assert first.status_code == 200
     assert first.headers["x-cache"] == "MISS"
@@ -103,7 +109,7 @@ def test_a_response_cached_through_one_replica_is_a_hit_on_the_others(
     assert hit.json() == first.json()
     third = httpx.get(gateways[2].url + path, timeout=10)
     assert third.headers["x-cache"] == "HIT"
-    assert services["products"].requests_seen() - before == 1
+    assert hits(services["products"], path) - before == 1
 
 
 # -- circuit breaker -------------------------------------------------------------------------
@@ -114,14 +120,14 @@ def test_a_breaker_opened_through_one_replica_is_open_on_the_others(
     users.set_faults(status=500)
     try:
         assert statuses(round_robin([gateways[0]], "/api/users/1", 3)) == [500, 500, 500]
-        seen = users.requests_seen()
+        seen = hits(users, "/api/users/1")
         for replica in (1, 2):
             rejected = wait_until(
                 lambda r=replica: (resp := httpx.get(gateways[r].url + "/api/users/1", timeout=10))
                 .status_code == 503 and resp, timeout=5, what=f"503 on replica {replica + 1}")
             assert rejected.headers["x-circuit-state"] == "open"
             assert rejected.headers["content-type"] == "application/problem+json"
-        assert users.requests_seen() == seen  # the open breaker kept them off the backend
+        assert hits(users, "/api/users/1") == seen  # the open breaker kept them off the backend
         health = httpx.get(gateways[2].url + "/health", timeout=10).json()
         assert health["services"]["users"]["circuit_breaker"]["state"] == "open"
     finally:
@@ -134,13 +140,19 @@ def test_killing_a_replica_loses_nothing_for_the_others(gateways: Gateways, serv
     before = round_robin([gateways[0]], "/api/products", 4, key)
     assert statuses(before) == [200] * 4
     cached = breaker = False
+    # Cache fills and breaker outcomes are written just after the response (batched): wait
+    # until they are shared, then crash the replica that made them.
     if gateways.wired("cache"):
         cached = True
         httpx.get(gateways[0].url + "/api/products/2", timeout=10)
+        wait_until(lambda: gateways.cache_status(1, "/api/products/2") == "HIT", timeout=5,
+                   what="the fill stored")
     if gateways.wired("circuit_breaker"):
         breaker = True
         services["orders"].set_faults(status=500)
         round_robin([gateways[0]], "/api/orders/1", 3)
+        wait_until(lambda: gateways.breaker_state(1, "orders") == "open", timeout=5,
+                   what="the breaker open in the store")
     try:
         gateways[0].kill()  # SIGKILL: no drain, no goodbye, nothing flushed
         survivors = gateways.replicas[1:]
@@ -148,15 +160,15 @@ def test_killing_a_replica_loses_nothing_for_the_others(gateways: Gateways, serv
         # The 4 requests counted through the dead replica still count: 6 more, then 429.
         assert statuses(after) == [200] * (RATE_LIMIT - 4) + [429] * 4
         if cached:
-            seen = services["products"].requests_seen()
+            seen = hits(services["products"], "/api/products/2")
             for g in survivors:
                 assert httpx.get(g.url + "/api/products/2", timeout=10).headers["x-cache"] == "HIT"
-            assert services["products"].requests_seen() == seen
+            assert hits(services["products"], "/api/products/2") == seen
         if breaker:
             for g in survivors:
                 assert httpx.get(g.url + "/api/orders/1", timeout=10).status_code == 503
         # Anonymous traffic keeps flowing through every survivor, no 5xx.
-        assert statuses(round_robin(survivors, "/api/users", 6)) == [200] * 6
+        assert statuses(round_robin(survivors, "/api/products", 6)) == [200] * 6
     finally:
         services["orders"].clear_faults()
         if not gateways[0].alive():

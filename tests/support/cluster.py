@@ -245,6 +245,15 @@ class Gateways:
         route = next(iter(self.config["routes"]))
         return header in httpx.get(first + route, timeout=10).headers
 
+    def cache_status(self, index: int, path: str) -> str | None:
+        """The X-Cache of a GET of `path` through gateway `index`."""
+        return httpx.get(self.replicas[index].url + path, timeout=10).headers.get("x-cache")
+
+    def breaker_state(self, index: int, service: str) -> str | None:
+        """The service's breaker state as gateway `index` reports it in /health."""
+        health = httpx.get(self.replicas[index].url + "/health", timeout=10).json()
+        return (health["services"][service].get("circuit_breaker") or {}).get("state")
+
     def stop(self) -> None:
         for g in self.replicas:
             g.stop()
