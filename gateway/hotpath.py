@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.context import RequestContext, Response
 from gateway.forwarding import TrustedProxies, forwarded_headers, request_id_from, strip_hop_by_hop
+from gateway.logs import AccessLog
 from gateway.policy import PolicyChain
 from gateway.problem import problem
 from gateway.routing import Route, unsafe_path_reason
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
     from gateway.spans import SpanExport
 
 log = logging.getLogger("gateway.proxy")
-access_log = logging.getLogger("gateway.access")
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -53,14 +53,14 @@ class HotPath:
     """Serves requests whose path matched a route."""
 
     def __init__(self, chain: PolicyChain, *, trusted: TrustedProxies, max_body_bytes: int,
-                 max_header_bytes: int, stats: RequestStats, access_log_enabled: bool = True,
+                 max_header_bytes: int, stats: RequestStats, access_log: AccessLog | None = None,
                  tracing: TracePropagation | None = None, spans: SpanExport | None = None) -> None:
         self.chain = chain
         self.trusted = trusted
         self.max_body_bytes = max_body_bytes
         self.max_header_bytes = max_header_bytes
         self.stats = stats
-        self.access_log_enabled = access_log_enabled
+        self.access_log = access_log
         self.tracing = tracing
         self.spans = spans
 
@@ -211,7 +211,8 @@ class HotPath:
              ctx: RequestContext | None) -> None:
         """One access-log line. Only these fields: never a header, the query string or a body,
         so API keys, Authorization and cookies cannot reach the log."""
-        if not self.access_log_enabled or not access_log.isEnabledFor(logging.INFO):
+        access_log = self.access_log
+        if access_log is None:
             return
         upstream = ctx.upstream if ctx is not None else None
         consumer = ctx.consumer if ctx is not None else None
@@ -239,4 +240,4 @@ class HotPath:
         }
         if ctx is not None and ctx.client_disconnected:
             fields["client_disconnected"] = True
-        access_log.info("%s %s %s", method, path, status, extra={"fields": fields})
+        access_log.write(fields)

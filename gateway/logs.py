@@ -2,15 +2,21 @@
 
 Secrets never reach a log line: request headers are not logged at all, and the access log
 carries only the fields the hot path chose (no API keys, Authorization or cookies).
+
+The access log does not go through the `logging` module: a LogRecord, a handler lock, the
+formatter and a write per request cost about 45 µs, a third of a proxied request. `AccessLog`
+encodes the line itself and writes all lines of one event-loop tick at once, in the same JSON
+shape (`ts`, `level`, `logger`, then the fields) to the same stream (stderr).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sys
 import time
-from typing import Any
+from typing import Any, TextIO
 
 from gateway.config import LoggingSettings
 
@@ -37,15 +43,6 @@ class TextFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
 
-    def format(self, record: logging.LogRecord) -> str:
-        fields = getattr(record, "fields", None)
-        if fields and record.name == "gateway.access":
-            extras = " ".join(f"{k}={v}" for k, v in fields.items()
-                              if v is not None and k not in ("method", "path", "status"))
-            record.msg = f"{fields.get('method')} {fields.get('path')} -> {fields.get('status')} {extras}"
-            record.args = ()
-        return super().format(record)
-
 
 def configure_logging(settings: LoggingSettings, *, force_text: bool = False) -> None:
     handler = logging.StreamHandler(sys.stderr)
@@ -57,3 +54,65 @@ def configure_logging(settings: LoggingSettings, *, force_text: bool = False) ->
     logging.getLogger("gateway.access").disabled = not settings.access_log
     for noisy in ("uvicorn.access",):
         logging.getLogger(noisy).disabled = True
+
+
+class AccessLog:
+    """One line per proxied request, JSON or text, written once per event-loop tick."""
+
+    def __init__(self, text: bool = False, stream: TextIO | None = None) -> None:
+        self.text = text
+        self._stream = stream  # None: sys.stderr as it is at write time
+        self._pending: list[str] = []
+        self._scheduled = False
+        self._encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
+        self._second = -1
+        self._stamp = ""
+
+    @classmethod
+    def from_settings(cls, settings: LoggingSettings, *, force_text: bool = False) -> AccessLog | None:
+        """None when the access log is off, or the level is above INFO (where access lines live)."""
+        if not settings.access_log or logging.getLevelName(settings.level) > logging.INFO:
+            return None
+        return cls(text=force_text or settings.format == "text")
+
+    def write(self, fields: dict[str, Any]) -> None:
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        ts = f"{self._stamp}.{int((now - second) * 1000):03d}Z"
+        if self.text:
+            line = _text_line(ts, fields)
+        else:
+            line = self._encode({"ts": ts, "level": "info", "logger": "gateway.access", **fields})
+        self._pending.append(line)
+        if self._scheduled:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()
+            return
+        self._scheduled = True
+        loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._scheduled = False
+        if not self._pending:
+            return
+        data = "\n".join(self._pending) + "\n"
+        self._pending.clear()
+        stream = self._stream or sys.stderr
+        try:
+            stream.write(data)
+            stream.flush()
+        except (OSError, ValueError):  # stderr closed or gone: never fail a request over a log line
+            pass
+
+
+def _text_line(ts: str, fields: dict[str, Any]) -> str:
+    extras = " ".join(f"{k}={v}" for k, v in fields.items()
+                      if v is not None and k not in ("method", "path", "status"))
+    return (f"{ts[11:19]} INFO    gateway.access: {fields.get('method')} {fields.get('path')} "
+            f"-> {fields.get('status')} {extras}")

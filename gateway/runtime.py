@@ -17,6 +17,7 @@ from gateway.config import GatewayConfig
 from gateway.forwarding import TrustedProxies
 from gateway.health import HealthMonitor
 from gateway.hotpath import HotPath
+from gateway.logs import AccessLog
 from gateway.policy import Policy, PolicyChain
 from gateway.replicas import ReplicaRegistry
 from gateway.routing import RouteTable
@@ -66,6 +67,7 @@ class Gateway:
         self.policies: dict[str, Policy] = {}
         self.hotpath: HotPath | None = None
         self.telemetry: Telemetry | None = None
+        self.access_log = AccessLog.from_settings(config.logging)
         self.ready = False
         self.draining = False
         self.started_at = time.time()
@@ -100,7 +102,7 @@ class Gateway:
             max_body_bytes=proxy.max_body_bytes,
             max_header_bytes=proxy.max_header_bytes,
             stats=self.stats,
-            access_log_enabled=self.config.logging.access_log,
+            access_log=self.access_log,
             tracing=self.telemetry.tracing,
             spans=self.telemetry.spans,
         )
@@ -122,6 +124,8 @@ class Gateway:
         await self.upstream.close()
         if self.telemetry is not None:
             await self.telemetry.close()
+        if self.access_log is not None:
+            self.access_log.flush()
         if self.replicas is not None:
             await self.replicas.close()
         if self.store is not None:

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
-from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
 
 from gateway.config import LoggingSettings
-from gateway.logs import JsonFormatter, TextFormatter, configure_logging
+from gateway.logs import AccessLog, configure_logging
 from tests.observability.conftest import gateway_config
 from tests.support.inproc import running_gateway
 from tests.support.processes import GatewayProcess, MockService
@@ -20,45 +21,27 @@ FIELDS = {"request_id", "trace_id", "consumer", "route", "service", "method", "p
           "duration_ms", "gateway_ms", "upstream_ms", "cache", "breaker", "rate_limit_remaining"}
 
 
-class Lines(logging.Handler):
-    """Collects formatted records (JSON) from the root logger."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.setFormatter(JsonFormatter())
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(self.format(record))
-
-    def access(self) -> list[dict[str, object]]:
-        docs = [json.loads(line) for line in self.lines]
-        return [d for d in docs if d["logger"] == "gateway.access"]
+def access_lines(capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
+    """The access-log lines the gateway wrote to stderr."""
+    out = []
+    for line in capsys.readouterr().err.splitlines():
+        if line.startswith("{"):
+            doc = json.loads(line)
+            if doc.get("logger") == "gateway.access":
+                out.append(doc)
+    return out
 
 
-@pytest.fixture
-def captured() -> Iterator[Lines]:
-    handler = Lines()
-    root = logging.getLogger()
-    level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG)
-    try:
-        yield handler
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(level)
-
-
-async def test_one_json_line_per_request_with_every_field(users_url: str, captured: Lines) -> None:
+async def test_one_json_line_per_request_with_every_field(users_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     async with running_gateway(gateway_config(users_url)) as app:
         async with httpx.AsyncClient(base_url=app.url) as client:
             ok = await client.get("/api/users", headers={"x-request-id": "req-1"})
             missing = await client.get("/api/users/999999")
     assert ok.status_code == 200 and missing.status_code == 404
-    lines = captured.access()
+    lines = access_lines(capsys)
     assert len(lines) == 2
     first, second = lines
+    assert (first["level"], first["logger"]) == ("info", "gateway.access") and first["ts"].endswith("Z")
     assert FIELDS <= set(first)
     assert first["request_id"] == "req-1"
     assert (first["method"], first["path"], first["route"], first["service"], first["status"]) == \
@@ -72,30 +55,37 @@ async def test_one_json_line_per_request_with_every_field(users_url: str, captur
     assert second["status"] == 404 and second["request_id"] != "req-1"
 
 
-async def test_early_answers_are_logged_too(users_url: str, captured: Lines) -> None:
+async def test_early_answers_are_logged_too(users_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     async with running_gateway(gateway_config(users_url)) as app:
         async with httpx.AsyncClient(base_url=app.url) as client:
             resp = await client.get("/api/users/%2e%2e/admin")
     assert resp.status_code == 400
-    (line,) = captured.access()
+    (line,) = access_lines(capsys)
     assert line["status"] == 400 and line["upstream_ms"] is None
 
 
-async def test_access_log_can_be_turned_off(users_url: str, captured: Lines) -> None:
+async def test_access_log_can_be_turned_off(users_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     config = gateway_config(users_url, logging={"level": "INFO", "access_log": False})
     async with running_gateway(config) as app:
         async with httpx.AsyncClient(base_url=app.url) as client:
             await client.get("/api/users")
-    assert captured.access() == []
+    assert access_lines(capsys) == []
 
 
-def test_text_format_for_people() -> None:
-    record = logging.LogRecord("gateway.access", logging.INFO, __file__, 1, "%s", ("x",), None)
-    record.fields = {"method": "GET", "path": "/api/users", "status": 200, "request_id": "r1",
-                     "consumer": None, "duration_ms": 1.5}
-    text = TextFormatter().format(record)
-    assert "GET /api/users -> 200" in text and "request_id=r1" in text
-    assert "consumer" not in text  # absent fields are left out
+def test_text_access_lines_under_dev() -> None:
+    stream = io.StringIO()
+    AccessLog(text=True, stream=stream).write({"method": "GET", "path": "/api/users", "status": 200,
+                                               "request_id": "r1", "cache": None})
+    line = stream.getvalue()
+    assert "gateway.access: GET /api/users -> 200 request_id=r1" in line and "cache" not in line
+
+
+def test_access_log_follows_the_level_and_switch() -> None:
+    assert AccessLog.from_settings(LoggingSettings(level="INFO")) is not None
+    assert AccessLog.from_settings(LoggingSettings(level="DEBUG")) is not None
+    assert AccessLog.from_settings(LoggingSettings(level="WARNING")) is None
+    assert AccessLog.from_settings(LoggingSettings(access_log=False)) is None
+    assert AccessLog.from_settings(LoggingSettings(format="text")).text  # type: ignore[union-attr]
 
 
 def test_level_is_configurable() -> None:
