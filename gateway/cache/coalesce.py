@@ -38,18 +38,22 @@ class FillWaiters:
         self._task: asyncio.Task[None] | None = None
         self.subscribed = False
         self.wakeups = 0
+        self._closing = False
 
     async def start(self) -> None:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._listen())
 
     async def close(self) -> None:
+        self._closing = True
         if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
+            # redis-py can swallow a cancellation that lands inside subscribe(), so cancel until
+            # the task ends, bounded: a stuck subscription must not hold up shutdown.
+            for _ in range(20):
+                self._task.cancel()
+                done, _ = await asyncio.wait({self._task}, timeout=0.05)
+                if done:
+                    break
             self._task = None
         self._wake_all("retry")
 
@@ -101,14 +105,14 @@ class FillWaiters:
 
     async def _listen(self) -> None:
         backoff = 0.1
-        while True:
+        while not self._closing:
             pubsub: Any = None
             try:
                 pubsub = self.store.client.pubsub()
                 await pubsub.subscribe(self.channel)
                 self.subscribed = True
                 backoff = 0.1
-                while True:
+                while not self._closing:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                     if message is None:
                         continue
@@ -129,6 +133,6 @@ class FillWaiters:
                 self.subscribed = False
                 if pubsub is not None:
                     try:
-                        await pubsub.aclose()
-                    except Exception:
+                        await asyncio.wait_for(pubsub.aclose(), 0.5)
+                    except (Exception, asyncio.CancelledError):
                         pass
