@@ -131,6 +131,7 @@ class BodyTee:
     """Copies a streamed body into memory up to `limit` bytes; beyond that it only streams."""
 
     limit: int
+    expected: int | None = None  # Content-Length, when the upstream gave one
     chunks: list[bytes] = field(default_factory=list)
     size: int = 0
     complete: bool = False
@@ -139,15 +140,19 @@ class BodyTee:
     def wrap(self, source: Any) -> Any:
         async def stream() -> Any:
             async for chunk in source:
+                self.size += len(chunk)
                 if not self.overflow:
-                    self.size += len(chunk)
                     if self.size > self.limit:
                         self.overflow = True
                         self.chunks = []
                     else:
                         self.chunks.append(chunk)
+                # The sender may stop asking once Content-Length bytes went out, so the body
+                # is complete when they have arrived, not only when the stream says it ended.
+                if self.expected is not None and self.size == self.expected:
+                    self.complete = True
                 yield chunk
-            self.complete = True
+            self.complete = self.expected is None or self.size == self.expected
 
         return stream()
 
@@ -436,7 +441,8 @@ class CachePolicy:
                 ctx.after_response.append(lambda: self._release(key, token, "pass"))
                 return
             if response.stream is not None:
-                tee = BodyTee(limit)
+                expected = int(length) if length is not None and length.strip().isdigit() else None
+                tee = BodyTee(limit, expected)
                 response.stream = tee.wrap(response.stream)
             elif len(response.body) > limit:
                 self.counters.too_large += 1

@@ -62,6 +62,7 @@ class Reply:
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     body: bytes = b"hello"
     chunk: int = 0  # stream in chunks of this size (0: one chunk)
+    content_length: bool = True  # a streamed body announces its length (else: chunked)
     failure: str | None = None  # "connect" / "timeout" / "reset": answer 502/504 like the terminal
     breaker_open: bool = False
     delay: float = 0.0
@@ -101,6 +102,8 @@ class Origin:
                 for i in range(0, len(body), size):
                     yield body[i:i + size]
 
+            if reply.content_length:
+                headers.append((b"content-length", str(len(body)).encode()))
             return Response(reply.status, headers, stream=stream())
         return Response(reply.status, headers, reply.body)
 
@@ -132,7 +135,15 @@ async def send(policy: CachePolicy, store: Store, ctx: RequestContext, origin: A
     response = await policy(ctx, origin)
     body = response.body
     if response.stream is not None:
-        chunks = [c async for c in response.stream]
+        # Like the core: with a Content-Length it stops reading once that many bytes went out.
+        length = response.header(b"content-length")
+        remaining = int(length) if length is not None and length.isdigit() else -1
+        chunks = []
+        async for chunk in response.stream:
+            chunks.append(chunk)
+            remaining -= len(chunk)
+            if remaining == 0:
+                break
         body = b"".join(chunks)
     if response.close is not None:
         response.close()

@@ -298,6 +298,24 @@ async def test_a_fill_that_started_before_an_invalidation_is_not_stored(policy: 
 
 
 # -- limits -------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("chunk", "content_length"), [(10, True), (10, False), (1000, True)])
+async def test_streamed_bodies_are_stored_whether_or_not_their_length_is_known(
+        policy: CachePolicy, store: Store, config, chunk: int, content_length: bool) -> None:  # type: ignore[no-untyped-def]
+    body = bytes(range(256)) * 4
+    origin = Origin(Reply(headers=[(CC, b"max-age=60")], body=body, chunk=chunk, content_length=content_length))
+    first = await send(policy, store, make_ctx(config), origin)
+    second = await send(policy, store, make_ctx(config), origin)
+    assert first.body == body and second.body == body
+    assert (first.x_cache, second.x_cache) == ("MISS", "HIT")
+
+
+async def test_a_body_cut_short_is_not_stored(policy: CachePolicy, store: Store, config) -> None:  # type: ignore[no-untyped-def]
+    origin = Origin(Reply(headers=[(CC, b"max-age=60"), (b"content-length", b"100")], body=b"x" * 50, chunk=10,
+                          content_length=False))
+    await send(policy, store, make_ctx(config), origin)
+    assert (await send(policy, store, make_ctx(config), origin)).x_cache == "MISS"
+
+
 @pytest.mark.parametrize("chunk", [0, 64])
 async def test_large_bodies_stream_through_unstored(store: Store, chunk: int) -> None:
     config = cache_config(cache={"max_body_bytes": 100})
