@@ -139,6 +139,9 @@ def create_control_app(gateway: Gateway) -> FastAPI:
 
     mount_dashboard(app)
 
+    from gateway.cache.admin import router as cache_admin
+
+    app.include_router(cache_admin)
     _describe_proxied_routes(app, gateway)
     return app
 
