@@ -69,11 +69,11 @@ class AccessLog:
         self._stamp = ""
 
     @classmethod
-    def from_settings(cls, settings: LoggingSettings, *, force_text: bool = False) -> AccessLog | None:
+    def from_settings(cls, settings: LoggingSettings) -> AccessLog | None:
         """None when the access log is off, or the level is above INFO (where access lines live)."""
         if not settings.access_log or logging.getLevelName(settings.level) > logging.INFO:
             return None
-        return cls(text=force_text or settings.format == "text")
+        return cls(text=settings.format == "text")
 
     def write(self, fields: dict[str, Any]) -> None:
         now = time.time()
