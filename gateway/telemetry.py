@@ -19,7 +19,7 @@ from gateway.metrics.multiproc import ProcessFiles, metrics_dir
 from gateway.metrics.series import samples
 from gateway.spans import SpanExport, span_export
 from gateway.stats import RequestStats
-from gateway.store import Store, StoreUnavailable
+from gateway.store import Store
 from gateway.tracing import TracePropagation
 
 if TYPE_CHECKING:
@@ -102,26 +102,6 @@ class Telemetry:
 
 
 def watch_store(store: Store, stats: RequestStats) -> None:
-    """Time every pipeline the store sends and count its failures.
-
-    Wraps this Store instance's `execute` (every batch and single call goes through it): one
-    perf_counter pair per round trip, nothing per command.
-    """
-    inner = store.execute
-
-    async def execute(staged: list[Any]) -> None:
-        if not store.available:
-            await inner(staged)  # fails at once: the store is known to be down
-            stats.record_store_call(None, "down")
-            return
-        started = time.perf_counter()
-        await inner(staged)
-        error = None
-        for item in staged:
-            failed = item.pending.error
-            if failed is not None:
-                error = "unavailable" if isinstance(failed, StoreUnavailable) else "error"
-                break
-        stats.record_store_call(time.perf_counter() - started, error)
-
-    store.execute = execute  # type: ignore[method-assign]
+    """Time every pipeline the store sends (one per event-loop tick, shared by the requests of
+    that tick) and count its failures."""
+    store.on_round_trip(stats.record_store_call)
