@@ -105,7 +105,7 @@ def _serve(config_file: str, host: str, port: int, workers: int = 1, grace: floa
         from uvicorn.supervisors import Multiprocess
 
         sock = config.bind_socket()
-        Multiprocess(config, target=server.run, sockets=[sock]).run()
+        Multiprocess(config, sockets=[sock]).run()
         return 0
     # uvicorn re-raises the stop signal after its graceful shutdown so that the process dies
     # "by signal"; a drained, orderly stop should exit 0, so that re-raise lands on a no-op.

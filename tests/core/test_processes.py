@@ -133,3 +133,16 @@ def _port_free(port: int) -> bool:
         except OSError:
             return False
         return True
+
+
+@pytest.mark.redis
+def test_run_with_several_workers_on_redis(users: MockService, redis_server) -> None:  # type: ignore[no-untyped-def]
+    config = services_config({"users": users}, redis={"url": redis_server.url},
+                             rate_limits={"default": 100, "anonymous": 5, "premium": 1000})
+    with GatewayProcess(config, workers=2) as gw:
+        statuses = [httpx.get(gw.url + "/api/users", timeout=10).status_code for _ in range(8)]
+        # Two worker processes, one shared limit: exactly 5 admitted.
+        assert statuses == [200] * 5 + [429] * 3
+        assert gw.proc is not None
+        gw.proc.send_signal(signal.SIGTERM)
+        assert gw.proc.wait(timeout=20) == 0
