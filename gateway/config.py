@@ -309,8 +309,12 @@ class RedisSettings(Section):
         if scheme not in ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster", "redis+sentinel"):
             raise ValueError(
                 "must be redis://, rediss://, unix://, redis+cluster:// or redis+sentinel://, "
-                f"got {value!r}"
+                f"got {scheme + '://...' if scheme else 'no scheme'}"  # never echo a password
             )
+        if scheme.endswith("+cluster") or scheme == "redis+sentinel":
+            from gateway.topology import parse_url
+
+            parse_url(value)  # its ValueError names what is wrong with the node list or master
         return value
 
 
