@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.config import ConfigError, RedisSettings
+from gateway.config import ConfigError, RedisSettings, parse_config
 from gateway.store import StoreError
 from gateway.topology import ClusterStore, SentinelStore, Topology, make_store, parse_url
 
@@ -44,8 +44,11 @@ def test_sentinel_url_master_name_and_db():
 def test_bad_urls_name_the_problem(url: str, message: str):
     with pytest.raises(ValueError, match=message):
         parse_url(url)
+    # Validation names the field, so `gateway check-config` reports it before start-up.
+    config = {"services": {"a": {"url": "http://127.0.0.1:1"}}, "routes": {"/a": "a"},
+              "redis": {"url": url}}
     with pytest.raises(ConfigError, match="redis.url: .*" + message):
-        make_store(RedisSettings(url=url))
+        parse_config(config)
 
 
 async def test_stores_are_made_without_connecting():
