@@ -28,6 +28,7 @@ from gateway.problem import problem
 
 IDEMPOTENT_NO_BODY = frozenset({"GET", "HEAD", "OPTIONS", "DELETE", "TRACE"})
 _CHUNK = 64 * 1024
+SMALL_BODY = 64 * 1024  # bytes; larger or unknown-length bodies stream
 
 
 class BodyTooLarge(Exception):
@@ -130,6 +131,19 @@ class UpstreamPool:
                 return self._answer_failure(ctx, outcome, started, failure, exc, head_timeout)
         assert upstream is not None
         outcome.status = upstream.status
+        length = upstream.content_length
+        if length is not None and length <= SMALL_BODY and ctx.method != "HEAD":
+            # A small body is read whole before answering (nginx's proxy_buffering does the
+            # same): one ASGI send for the body, the connection back in the pool at once, and
+            # an upstream that breaks mid-body still gets a clean 502 instead of a cut response.
+            try:
+                body = await upstream.read()
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                upstream.release()
+                return self._answer_failure(ctx, outcome, started, _classify(exc), exc, head_timeout)
+            outcome.duration = time.perf_counter() - started
+            return Response(status=upstream.status, headers=_response_headers(upstream.raw_headers),
+                            body=body)
         outcome.duration = time.perf_counter() - started
         return Response(
             status=upstream.status,

@@ -322,3 +322,25 @@ async def test_control_plane_404_is_a_problem(gw: httpx.AsyncClient) -> None:
     assert resp.status_code == 404
     assert resp.headers["content-type"] == "application/problem+json"
     assert json.loads(resp.content)["title"] == "Not Found"
+
+
+async def test_small_body_cut_short_upstream_is_a_clean_502() -> None:
+    # An upstream that promises 100 bytes, sends 10 and hangs up: small bodies are read whole
+    # before answering, so the client gets a 502 problem instead of a truncated 200.
+    async def broken(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nContent-Type: text/plain\r\n\r\n0123456789")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(broken, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with running_gateway(base_config({"users": f"http://127.0.0.1:{port}"})) as app:
+            async with httpx.AsyncClient(base_url=app.url) as client:
+                resp = await client.get("/api/users")
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert resp.status_code == 502
+    assert resp.json()["type"].endswith("upstream-reset")
