@@ -121,6 +121,20 @@ class ServiceSettings(Section):
         return [self.url] if self.url else list(self.targets)
 
 
+HTTP_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
+
+
+def _http_methods(value: list[str] | None) -> list[str] | None:
+    """Upper-cased method names; an unknown one is an error naming it."""
+    if value is None:
+        return None
+    upper = [m.upper() for m in value]
+    for m in upper:
+        if m not in HTTP_METHODS:
+            raise ValueError(f"unknown HTTP method {m!r}")
+    return upper
+
+
 # -- rate limits -------------------------------------------------------------------------------
 Algorithm = Literal["sliding_window", "sliding_log"]
 
@@ -159,13 +173,7 @@ class RouteRateLimit(Section):
     @field_validator("methods")
     @classmethod
     def _methods(cls, value: list[str] | None) -> list[str] | None:
-        if value is None:
-            return None
-        upper = [m.upper() for m in value]
-        for m in upper:
-            if m not in HTTP_METHODS:
-                raise ValueError(f"unknown HTTP method {m!r}")
-        return upper
+        return _http_methods(value)
 
 
 def _distinct_windows(value: list[RateWindow]) -> list[RateWindow]:
@@ -217,7 +225,6 @@ class RouteCache(Section):
 
 
 # -- routes ------------------------------------------------------------------------------------
-HTTP_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
 
 
 class RouteSettings(Section):
@@ -240,13 +247,7 @@ class RouteSettings(Section):
     @field_validator("methods")
     @classmethod
     def _methods(cls, value: list[str] | None) -> list[str] | None:
-        if value is None:
-            return None
-        upper = [m.upper() for m in value]
-        for m in upper:
-            if m not in HTTP_METHODS:
-                raise ValueError(f"unknown HTTP method {m!r}")
-        return upper
+        return _http_methods(value)
 
 
 # -- identity ----------------------------------------------------------------------------------

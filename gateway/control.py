@@ -174,12 +174,13 @@ def _describe_proxied_routes(app: FastAPI, gw: Gateway) -> None:
                     "504": {"description": "Upstream timeout", "content": {PROBLEM: {}}},
                 },
             }
-            path_ops = {m.lower(): dict(op, operationId=f"proxy_{m.lower()}_{route.service}_{i}")
-                        for i, m in enumerate(methods)}
+            path_ops: dict[str, dict[str, Any]] = {
+                m.lower(): {**op, "operationId": f"proxy_{m.lower()}_{route.service}_{i}"}
+                for i, m in enumerate(methods)}
             schema.setdefault("paths", {})[route.prefix] = path_ops
-            sub = {m: dict(o, operationId=o["operationId"] + "_sub",
-                           parameters=[{"name": "path", "in": "path", "required": True,
-                                        "schema": {"type": "string"}}])
+            sub = {m: {**o, "operationId": str(o["operationId"]) + "_sub",
+                       "parameters": [{"name": "path", "in": "path", "required": True,
+                                       "schema": {"type": "string"}}]}
                    for m, o in path_ops.items()}
             schema["paths"][route.prefix.rstrip("/") + "/{path}"] = sub
         app.openapi_schema = schema

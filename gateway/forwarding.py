@@ -77,7 +77,8 @@ class TrustedProxies:
         for hop in reversed(hops):
             if not self.trusts(hop):
                 return _valid_ip(hop) or peer
-        return _valid_ip(hops[0]) if hops and _valid_ip(hops[0]) else peer
+        first = _valid_ip(hops[0]) if hops else None  # every hop is a trusted proxy
+        return first or peer
 
 
 def _valid_ip(text: str) -> str | None:

@@ -10,7 +10,6 @@ and dividing by a stale count is safer than each replica assuming it is alone.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
@@ -19,6 +18,7 @@ import socket
 import time
 from typing import Any
 
+from gateway.background import Periodic
 from gateway.config import GatewayConfig
 from gateway.store import Store, StoreError
 
@@ -46,7 +46,7 @@ class ReplicaRegistry:
         }
         self._live = 1
         self.last_beat: float | None = None  # monotonic time of the last successful heartbeat
-        self._task: asyncio.Task[None] | None = None
+        self._beat = Periodic(self.interval, self.heartbeat, "replica heartbeat")
 
     @property
     def live_count(self) -> int:
@@ -70,23 +70,11 @@ class ReplicaRegistry:
 
     async def start(self) -> None:
         await self.heartbeat()
-        self._task = asyncio.get_running_loop().create_task(self._run())
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
-            try:
-                await self.heartbeat()
-            except Exception:  # keep beating whatever one attempt did
-                log.exception("replica heartbeat crashed")
+        self._beat.start()
 
     async def close(self) -> None:
         """Stop beating and leave the live set, so the others' count drops at once."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._beat.stop()
         with contextlib.suppress(StoreError):
             batch = self.store.batch()
             batch.call("ZREM", self.set_key, self.replica_id)

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gateway.background import Periodic
 from gateway.metrics.cluster import ClusterStats
 from gateway.metrics.multiproc import ProcessFiles, metrics_dir
 from gateway.metrics.series import samples
@@ -41,7 +42,8 @@ class Telemetry:
         self.metrics_dir: Path | None = None
         self.cluster: ClusterStats | None = None
         self._files: ProcessFiles | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._rounds: Periodic | None = None
+        self._next_publish = 0.0
 
     async def start(self, store: Store) -> None:
         gw = self.gateway
@@ -52,27 +54,24 @@ class Telemetry:
         watch_store(store, gw.stats)
         self.cluster = ClusterStats(store, gw.config, gw.replica_id, gw.stats)
         await self.cluster.publish()
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        self._next_publish = time.monotonic() + self.cluster.interval
+        self._rounds = Periodic(min(FLUSH_INTERVAL, self.cluster.interval), self._round,
+                                "telemetry round")
+        self._rounds.start()
 
     def flush(self) -> None:
         """Copy this process's totals into its multiprocess files (no-op in a single process)."""
         if self._files is not None:
             self._files.write(samples(self.gateway.stats))
 
-    async def _run(self) -> None:
+    async def _round(self) -> None:
+        """Multiprocess files every round; the cluster snapshot every `cluster.interval`."""
         assert self.cluster is not None
-        interval = self.cluster.interval
-        next_publish = time.monotonic() + interval
-        while True:
-            await asyncio.sleep(min(FLUSH_INTERVAL, interval))
-            try:
-                self.flush()
-                if time.monotonic() >= next_publish:
-                    next_publish = time.monotonic() + interval
-                    await self._copy_policy_counters()
-                    await self.cluster.publish()
-            except Exception:  # keep going whatever one round did
-                log.exception("telemetry round failed")
+        self.flush()
+        if time.monotonic() >= self._next_publish:
+            self._next_publish = time.monotonic() + self.cluster.interval
+            await self._copy_policy_counters()
+            await self.cluster.publish()
 
     async def _copy_policy_counters(self) -> None:
         """Per-process counters a policy keeps itself, taken from its public metrics()."""
@@ -87,11 +86,8 @@ class Telemetry:
                 self.gateway.stats.policy_counters["cache_coalesced_waits"] = waits
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        if self._rounds is not None:
+            await self._rounds.stop()
         self.flush()
         if self._files is not None:
             self._files.close()

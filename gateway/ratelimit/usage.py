@@ -7,11 +7,11 @@ replica shares. While the store is down the deltas are kept (bounded) and sent o
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections import Counter
 
+from gateway.background import Periodic
 from gateway.store import Store, StoreError
 
 log = logging.getLogger("gateway.ratelimit")
@@ -28,7 +28,7 @@ class UsageRecorder:
         self.interval = interval
         self._pending: Counter[str] = Counter()
         self.dropped = 0
-        self._task: asyncio.Task[None] | None = None
+        self._flusher = Periodic(interval, self.flush, "usage counters flush")
 
     def count(self, field: str, amount: int = 1) -> None:
         if field not in self._pending and len(self._pending) >= MAX_PENDING_FIELDS:
@@ -54,22 +54,10 @@ class UsageRecorder:
                 self.count(field, amount)
 
     async def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
-            try:
-                await self.flush()
-            except Exception:
-                log.exception("usage flush failed")
+        self._flusher.start()
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._flusher.stop()
         with contextlib.suppress(StoreError):
             await self.flush()
 

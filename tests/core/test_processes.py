@@ -16,7 +16,14 @@ import httpx
 import pytest
 
 from services.testing import pattern_sha256
-from tests.support.processes import ROOT, GatewayProcess, MockService, free_port, services_config, wait_http
+from tests.support.processes import (
+    ROOT,
+    GatewayProcess,
+    MockService,
+    free_port,
+    services_config,
+    wait_http,
+)
 
 SIZE = 100 * 1024 * 1024
 
