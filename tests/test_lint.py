@@ -1,0 +1,20 @@
+"""House habits, enforced: ruff on the whole tree, mypy on the gateway package."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.support.processes import ROOT
+
+
+def test_ruff_is_clean() -> None:
+    result = subprocess.run([sys.executable, "-m", "ruff", "check", "gateway", "services", "tests", "bench"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_mypy_is_clean_on_the_gateway() -> None:
+    result = subprocess.run([sys.executable, "-m", "mypy", "gateway"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
