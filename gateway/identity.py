@@ -135,8 +135,10 @@ class IdentityPolicy:
             found = self._by_digest.get(key_digest(key)) if key else None
             if found is None and ctx.method == "PURGE" and self._admin_digests and \
                     key_digest(key) in self._admin_digests:
-                # An admin key is not a consumer: let PURGE through, the cache checks it again.
-                ctx.consumer = anonymous(ctx.client_ip)
+                # An admin key is not a consumer: let PURGE through (the cache checks the key
+                # again), counted on the admin's own quota, not on the anonymous one.
+                ctx.consumer = Consumer(id="admin", tier="default", authenticated=True,
+                                        rate_key="admin")
                 return None
             if found is None:
                 return problem(
