@@ -27,3 +27,16 @@ async def test_purge_method_needs_an_admin_key_and_empties_the_entry() -> None:
             # The admin key is not a consumer: any other method with it is refused.
             other = await client.get("/api/products/1", headers={"X-API-Key": "demo-admin-key"})
             assert other.status_code == 401
+
+
+async def test_purge_is_not_blocked_by_the_anonymous_quota() -> None:
+    async with running_service("products") as url:
+        config = {"services": {"products": {"url": url}}, "routes": {"/api/products": "products"},
+                  "auth": {"admin_keys_sha256": [ADMIN_SHA]}, "logging": {"level": "WARNING"},
+                  "rate_limits": {"default": 100, "anonymous": 2, "premium": 1000}}
+        async with running_gateway(config) as app, httpx.AsyncClient(base_url=app.url) as client:
+            statuses = [(await client.get("/api/products/1")).status_code for _ in range(3)]
+            assert statuses == [200, 200, 429]
+            purged = await client.request("PURGE", "/api/products/1",
+                                          headers={"X-API-Key": "demo-admin-key"})
+            assert purged.status_code == 200
