@@ -18,7 +18,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
-from multidict import CIMultiDict
 from yarl import URL
 
 from gateway.config import GatewayConfig, ServiceSettings
@@ -102,9 +101,8 @@ class UpstreamPool:
         path = ctx.route.upstream_path(ctx.raw_path)
         url = URL(target + path.decode("latin-1") + (
             "?" + ctx.query_string.decode("latin-1") if ctx.query_string else ""), encoded=True)
-        headers = CIMultiDict(
-            (k.decode("latin-1"), v.decode("latin-1")) for k, v in ctx.headers if k != b"host"
-        )
+        # A plain list: aiohttp merges it into a CIMultiDict of its own anyway.
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in ctx.headers if k != b"host"]
         has_body = ctx.has_body
         outcome = ctx.upstream = UpstreamOutcome(target=target)
         started = time.perf_counter()
