@@ -63,6 +63,7 @@ def unsafe_path_reason(raw_path: bytes) -> str | None:
     if _SUSPICIOUS.search(raw_path):
         return "encoded slashes, backslashes, dots or NUL are not allowed in the path"
     for segment in raw_path.split(b"/"):
-        if segment in (b".", b".."):
+        # `..;x` is `..` to servers that strip path parameters (Tomcat, Jetty, Spring).
+        if segment.split(b";", 1)[0] in (b".", b".."):
             return "dot-segments are not allowed in the path"
     return None

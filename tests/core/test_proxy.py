@@ -158,13 +158,15 @@ async def test_paths_that_try_to_leave_their_route_are_refused(gw: httpx.AsyncCl
     assert resp.json()["request_id"] == resp.headers["x-request-id"]
 
 
-async def test_raw_dot_segments_are_refused() -> None:
+@pytest.mark.parametrize("target", [b"/api/users/../orders", b"/api/users/..;/orders",
+                                    b"/api/users/.;x/1", b"/api/users/./1"])
+async def test_raw_dot_segments_are_refused(target: bytes) -> None:
     # httpx normalises dot-segments, so send the raw request line ourselves.
     async with running_service("users") as users_url:
         async with running_gateway(base_config({"users": users_url})) as app:
             port = int(app.url.rsplit(":", 1)[1])
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.write(b"GET /api/users/../orders HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            writer.write(b"GET " + target + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             await writer.drain()
             data = await reader.read()
             writer.close()
