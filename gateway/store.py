@@ -36,6 +36,8 @@ from redis.exceptions import (
     ResponseError,
 )
 
+from gateway.resp import RespPool
+
 log = logging.getLogger("gateway.store")
 
 LUA_DIR = Path(os.environ.get("GATEWAY_LUA_DIR") or Path(__file__).resolve().parent.parent / "lua")
@@ -164,6 +166,7 @@ class Store:
         self._flush_scheduled = False
         self._flushes: set[asyncio.Future[None]] = set()
         self._observers: list[Callable[[float | None, str | None], None]] = []
+        self.resp: RespPool | None = None  # set for plain redis:// stores (see gateway/resp.py)
 
     # -- scripts -------------------------------------------------------------------------
     def script(self, name: str) -> LuaScript:
@@ -284,6 +287,10 @@ class Store:
         self._observe(time.perf_counter() - started, "error" if failed else None)
 
     async def _pipeline(self, staged: list[_Staged]) -> list[Any]:
+        if self.resp is not None and all(item.script is not None for item in staged):
+            # Scripts only (the hot path): the lean lane, no redis-py reply machinery.
+            return await self.resp.execute(
+                [("EVALSHA", item.script.sha, *item.args) for item in staged if item.script])
         pipe = self.client.pipeline(transaction=False)
         for item in staged:
             if item.script is not None:
@@ -340,6 +347,8 @@ class Store:
     async def close(self) -> None:
         if self._probe_task is not None:
             self._probe_task.cancel()
+        if self.resp is not None:
+            self.resp.close()
         try:
             await self.client.aclose()
         except (RedisError, OSError, AttributeError):
@@ -375,7 +384,10 @@ def redis_store(url: str, *, timeout: float = 0.25, connect_timeout: float = 0.2
         retry_on_timeout=False,
         health_check_interval=0,
     )
-    return Store(client, timeout=timeout, probe_interval=probe_interval, description=_redact(url))
+    store = Store(client, timeout=timeout, probe_interval=probe_interval, description=_redact(url))
+    if url.startswith("redis://"):
+        store.resp = RespPool(url)
+    return store
 
 
 class HiredisPackingConnection(aioredis.Connection):
