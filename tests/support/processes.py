@@ -128,6 +128,7 @@ class RedisServer(Process):
                         return
             except OSError:
                 time.sleep(0.02)
+        self.kill()  # never leave a half-started server behind
         raise TimeoutError(f"redis-server did not start on {self.port}")
 
     def restart(self) -> None:
@@ -158,7 +159,11 @@ class MockService(Process):
             [sys.executable, "-m", "services", self.name, "--host", "127.0.0.1", "--port", str(self.port)],
             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
-        wait_http(self.url + "/health", proc=self.proc)
+        try:
+            wait_http(self.url + "/health", proc=self.proc)
+        except Exception:
+            self.kill()
+            raise
 
     def requests_seen(self) -> int:
         import json
@@ -218,6 +223,7 @@ class GatewayProcess(Process):
         try:
             wait_http(self.url + "/ready", proc=self.proc, timeout=20)
         except Exception as exc:
+            self.kill()
             raise RuntimeError(f"gateway failed to start: {exc}\n{self.log()}") from exc
 
     def log(self) -> str:
