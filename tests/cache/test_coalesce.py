@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import pytest
@@ -15,12 +16,13 @@ from tests.support.processes import RedisServer
 pytestmark = pytest.mark.redis
 
 
-@pytest.fixture
-async def replicas(redis_server: RedisServer) -> AsyncIterator[list[tuple[CachePolicy, Store]]]:
+@contextlib.asynccontextmanager
+async def started_replicas(stores: list[Store]) -> AsyncIterator[list[tuple[CachePolicy, Store]]]:
+    """One cache policy per store ('replica': own store, own fill subscriber), subscribed
+    before the test's burst; closed with their stores afterwards."""
     config = cache_config(cache={"lock_timeout": 1.0})
     made = []
-    for _ in range(3):
-        store = redis_store(redis_server.url, timeout=2.0)
+    for store in stores:
         policy = CachePolicy.from_config(config, store)
         await policy.start()
         made.append((policy, store))
@@ -35,6 +37,13 @@ async def replicas(redis_server: RedisServer) -> AsyncIterator[list[tuple[CacheP
         for policy, store in made:
             await policy.close()
             await store.close()
+
+
+@pytest.fixture
+async def replicas(redis_server: RedisServer) -> AsyncIterator[list[tuple[CachePolicy, Store]]]:
+    stores = [redis_store(redis_server.url, timeout=2.0) for _ in range(3)]
+    async with started_replicas(stores) as made:
+        yield made
 
 
 async def test_concurrent_misses_on_three_replicas_make_one_upstream_request(replicas) -> None:  # type: ignore[no-untyped-def]

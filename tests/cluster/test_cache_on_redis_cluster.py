@@ -6,7 +6,6 @@ spanning nodes in a way the policy did not expect, only shows here.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -44,22 +43,8 @@ async def store(redis_cluster: RedisCluster) -> AsyncIterator[Store]:  # overrid
 async def replicas(redis_cluster: RedisCluster) -> AsyncIterator[list[tuple[CachePolicy, Store]]]:
     """Three 'replicas' (own store, own subscriber) on the cluster, as test_coalesce wants."""
     redis_cluster.flush()
-    config = cache_config(cache={"lock_timeout": 1.0})  # noqa: F405
-    made = []
-    for _ in range(3):
-        cluster_store = make_store(RedisSettings(url=redis_cluster.url, timeout=2.0))
+    stores = [make_store(RedisSettings(url=redis_cluster.url, timeout=2.0)) for _ in range(3)]
+    for cluster_store in stores:
         assert await cluster_store.ping()
-        policy = CachePolicy.from_config(config, cluster_store)
-        await policy.start()
-        made.append((policy, cluster_store))
-    for policy, _ in made:  # the subscriptions are up before the burst
-        for _ in range(100):
-            if policy.waiters.subscribed:
-                break
-            await asyncio.sleep(0.02)
-    try:
+    async with started_replicas(stores) as made:  # noqa: F405 - from test_coalesce
         yield made
-    finally:
-        for policy, cluster_store in made:
-            await policy.close()
-            await cluster_store.close()
