@@ -67,7 +67,7 @@ class HotPath:
     async def __call__(self, route: Route, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         raw_headers: list[tuple[bytes, bytes]] = scope["headers"]
-        request_id = traceparent = tracestate = None
+        request_id = traceparent = tracestate = content_length = None
         header_bytes = 0
         has_body = False
         for key, value in raw_headers:
@@ -80,6 +80,7 @@ class HotPath:
             elif key == b"tracestate":
                 tracestate = value if tracestate is None else tracestate + b"," + value
             elif key == b"content-length":
+                content_length = value
                 has_body = value.strip() not in (b"0", b"")
             elif key == b"transfer-encoding":
                 has_body = True
@@ -89,7 +90,7 @@ class HotPath:
         if b"?" in raw_path:  # some servers leave the query on raw_path
             raw_path = raw_path.split(b"?", 1)[0]
 
-        early = self._check(route, method, raw_path, raw_headers, header_bytes, rid)
+        early = self._check(route, method, raw_path, content_length, header_bytes, rid)
         if early is not None:
             await self._send(send, early, rid, route.service, started, method)
             elapsed = time.perf_counter() - started
@@ -131,7 +132,7 @@ class HotPath:
         if self.spans is not None and trace is not None and trace.sampled:
             self.spans.record(ctx, trace, response.status, elapsed)
 
-    def _check(self, route: Route, method: str, raw_path: bytes, headers: list[tuple[bytes, bytes]],
+    def _check(self, route: Route, method: str, raw_path: bytes, content_length: bytes | None,
                header_bytes: int, rid: str) -> Response | None:
         reason = unsafe_path_reason(raw_path)
         if reason is not None:
@@ -142,15 +143,13 @@ class HotPath:
         if allowed is not None and method not in allowed:
             return problem(405, f"{method} is not allowed on {route.prefix}", request_id=rid,
                            headers=[(b"allow", ", ".join(sorted(allowed)).encode())])
-        if self.max_body_bytes:
-            for key, value in headers:
-                if key == b"content-length":
-                    try:
-                        length = int(value)
-                    except ValueError:
-                        return problem(400, "Content-Length is not a number", request_id=rid)
-                    if length > self.max_body_bytes:
-                        return problem(413, f"request body exceeds {self.max_body_bytes} bytes", request_id=rid)
+        if self.max_body_bytes and content_length is not None:
+            try:
+                length = int(content_length)
+            except ValueError:
+                return problem(400, "Content-Length is not a number", request_id=rid)
+            if length > self.max_body_bytes:
+                return problem(413, f"request body exceeds {self.max_body_bytes} bytes", request_id=rid)
         return None
 
     async def _send(self, send: Send, response: Response, rid: str, service: str, started: float,
