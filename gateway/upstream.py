@@ -22,7 +22,7 @@ from yarl import URL
 
 from gateway.config import GatewayConfig, ServiceSettings
 from gateway.context import Headers, RequestContext, Response, UpstreamOutcome
-from gateway.forwarding import HOP_BY_HOP, strip_hop_by_hop
+from gateway.forwarding import strip_hop_by_hop
 from gateway.problem import problem
 
 IDEMPOTENT_NO_BODY = frozenset({"GET", "HEAD", "OPTIONS", "DELETE", "TRACE"})
@@ -228,8 +228,4 @@ async def _response_body(upstream: aiohttp.ClientResponse, ctx: RequestContext,
 
 
 def _response_headers(raw: Any) -> Headers:
-    headers: Headers = [(k.lower(), v) for k, v in raw]
-    for key, _ in headers:
-        if key == b"connection":
-            return strip_hop_by_hop(headers)
-    return [(k, v) for k, v in headers if k not in HOP_BY_HOP]
+    return strip_hop_by_hop([(k.lower(), v) for k, v in raw])
