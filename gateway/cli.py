@@ -14,7 +14,7 @@ from pathlib import Path
 from gateway.config import ConfigError, GatewayConfig, config_path, load_config
 
 DEV_CONFIG = Path(__file__).with_name("dev.yaml")
-DEV_SERVICES = {"users": 8001, "products": 8002, "orders": 8003}
+DEV_SERVICES = ("users", "products", "orders")  # on --services-port and the next two
 
 
 def main(argv: list[str] | None = None) -> int:
