@@ -7,8 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 from gateway.config import ConfigError, GatewayConfig, config_path, load_config
@@ -134,6 +132,8 @@ def _dev(args: argparse.Namespace) -> int:
     config = _load(config_file)
     if config is None:
         return 1
+    from gateway.localcluster import wait_answering
+
     ports = {name: args.services_port + i for i, name in enumerate(DEV_SERVICES)}
     if not args.config:
         for name, port in ports.items():  # keep the built-in config pointing at them
@@ -144,7 +144,7 @@ def _dev(args: argparse.Namespace) -> int:
             children.append(subprocess.Popen(
                 [sys.executable, "-m", "services", name, "--host", "127.0.0.1", "--port", str(port)]))
         for name, port in ports.items():
-            if not _wait_healthy(f"http://127.0.0.1:{port}/health", children):
+            if not wait_answering(f"http://127.0.0.1:{port}/health", children):
                 print(f"gateway dev: mock service {name} did not start on :{port} "
                       "(is the port in use?)", file=sys.stderr)
                 return 1
@@ -161,21 +161,6 @@ def _dev(args: argparse.Namespace) -> int:
                 child.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 child.kill()
-
-
-def _wait_healthy(url: str, children: list[subprocess.Popen[bytes]], timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if any(c.poll() is not None for c in children):
-            return False
-        try:
-            with urllib.request.urlopen(url, timeout=1) as resp:  # noqa: S310 - loopback only
-                if resp.status == 200:
-                    return True
-        except OSError:
-            pass
-        time.sleep(0.1)
-    return False
 
 
 if __name__ == "__main__":

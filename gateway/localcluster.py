@@ -59,6 +59,22 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def wait_answering(url: str, procs: list[subprocess.Popen[bytes]], timeout: float = 15.0) -> bool:
+    """True once `url` answers 200; False if any of `procs` exits first or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(p.poll() is not None for p in procs):
+            return False
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:  # noqa: S310 - loopback only
+                if resp.status == 200:
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.1)
+    return False
+
+
 class RoundRobinFront:
     """A TCP front: each new connection is piped to the next gateway that accepts it."""
 
@@ -171,18 +187,11 @@ class LocalCluster:
         return child
 
     def _wait_http(self, child: Child, path: str, timeout: float = 15.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if child.proc.poll() is not None:
-                raise RuntimeError(f"{child.role} exited with {child.proc.returncode} "
-                                   f"before {child.url}{path} answered")
-            try:
-                with urllib.request.urlopen(child.url + path, timeout=1) as resp:  # noqa: S310
-                    if resp.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.1)
+        if wait_answering(child.url + path, [child.proc], timeout):
+            return
+        if child.proc.poll() is not None:
+            raise RuntimeError(f"{child.role} exited with {child.proc.returncode} "
+                               f"before {child.url}{path} answered")
         raise RuntimeError(f"{child.role} did not answer {child.url}{path} within {timeout:.0f}s")
 
     def gateways(self) -> list[Child]:
