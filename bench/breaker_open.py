@@ -40,14 +40,10 @@ from pathlib import Path
 
 import yaml
 
+from gateway.localcluster import free_port  # one loopback port picker for all
+
 ROOT = Path(__file__).resolve().parent.parent
 PATH = "/api/down/items"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def get(url: str) -> tuple[int, dict[str, str], bytes]:

@@ -45,6 +45,8 @@ from typing import Any
 
 import yaml
 
+from gateway.localcluster import free_port  # one loopback port picker for all
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "latest.md"
 BODY = '{"id":1,"name":"bench","ok":true}\\n'  # nginx string: \n is a newline there
@@ -161,12 +163,6 @@ class Processes:
             except Exception as exc:  # keep stopping the others
                 print(f"bench: could not stop pid {proc.pid}: {exc}", file=sys.stderr)
         self.children.clear()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> bool:

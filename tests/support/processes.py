@@ -20,14 +20,10 @@ from typing import Any
 
 import yaml
 
+from gateway.localcluster import free_port  # one loopback port picker for all
+
 ROOT = Path(__file__).resolve().parents[2]
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_http(url: str, timeout: float = 15.0, proc: subprocess.Popen[bytes] | None = None,
