@@ -195,6 +195,9 @@ class RateLimitSettings(Section):
     usage_flush_interval: float = Field(
         1.0, gt=0, description="seconds between flushes of per-consumer usage counters to Redis"
     )
+    usage_max_consumers: int = Field(
+        10_000, ge=1, description="consumers tracked in the usage hash; later ones count as '_other'"
+    )
 
 
 # -- cache -------------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from gateway.policy import Handler
 from gateway.problem import problem
 from gateway.ratelimit.headers import policy_field, ratelimit_headers, retry_after
 from gateway.ratelimit.local import LocalLimiter
-from gateway.ratelimit.usage import UsageRecorder
+from gateway.ratelimit.usage import OTHER, UsageRecorder
 from gateway.ratelimit.windows import (
     Decision,
     WindowSpec,
@@ -111,6 +111,7 @@ class RateLimitPolicy:
         enabled: bool = True,
         replicas: ReplicaRegistry | None = None,
         usage_interval: float = 1.0,
+        usage_max_consumers: int = 10_000,
         algorithm: str = "sliding_window",
     ) -> None:
         if DEFAULT_TIER not in tiers:
@@ -126,7 +127,9 @@ class RateLimitPolicy:
         self.algorithm = algorithm
         self.script = store.script("ratelimit")
         self.local = LocalLimiter()
-        self.usage = UsageRecorder(store, f"{key_prefix}:rl:usage", usage_interval)
+        self.usage = UsageRecorder(
+            store, f"{key_prefix}:rl:usage", usage_interval, usage_max_consumers
+        )
         self.decisions: Counter[str] = Counter()  # this replica's, by source and outcome
         # Bounded: tiers x routes x the nine HTTP methods.
         self._plans: dict[tuple[str, str, str], WindowPlan] = {}
@@ -163,6 +166,7 @@ class RateLimitPolicy:
             enabled=config.rate_limit.enabled,
             replicas=replicas,
             usage_interval=config.rate_limit.usage_flush_interval,
+            usage_max_consumers=config.rate_limit.usage_max_consumers,
             algorithm=default,
         )
 
@@ -305,6 +309,10 @@ class RateLimitPolicy:
             totals = {}
             out["cluster_wide"] = False
         out["events"] = totals.pop(EVENTS, {})
+        other = totals.pop(OTHER, {})
+        out["max_consumers"] = self.usage.max_consumers
+        out["other_consumers"] = {"admitted": other.get("admitted", 0),
+                                  "rejected": other.get("rejected", 0)}
         out["consumers"] = {
             name: {"admitted": counts.get("admitted", 0), "rejected": counts.get("rejected", 0)}
             for name, counts in sorted(totals.items())

@@ -175,6 +175,48 @@ async def test_metrics_show_cluster_wide_usage_per_consumer(store: Store) -> Non
     json.dumps(metrics)
 
 
+async def test_usage_tracks_at_most_max_consumers_and_files_the_rest_as_other(store: Store) -> None:
+    # headers mode: every X-User-ID is a consumer, so a client could invent millions of them.
+    cfg = config(auth={"mode": "headers"},
+                 rate_limit={"usage_max_consumers": 3, "usage_flush_interval": 60},
+                 redis={"key_prefix": "usagecap"})
+    replicas = [chain(cfg, store), chain(cfg, store)]
+    for i in range(10):
+        policies = replicas[i % 2]  # two replicas, one shared hash
+        for _ in range(2):
+            await send(policies, store, cfg, headers=[(b"x-user-id", f"user-{i}".encode())])
+        await policies[1].usage.flush()
+    # A tracked consumer keeps being counted on its own.
+    await send(replicas[1], store, cfg, headers=[(b"x-user-id", b"user-0")])
+    await replicas[1][1].usage.flush()
+
+    metrics = await replicas[0][1].metrics()
+    assert metrics["max_consumers"] == 3
+    assert set(metrics["consumers"]) == {"user-0", "user-1", "user-2"}
+    assert metrics["consumers"]["user-0"] == {"admitted": 3, "rejected": 0}
+    assert metrics["other_consumers"] == {"admitted": 14, "rejected": 0}
+    total = sum(c["admitted"] for c in metrics["consumers"].values()) + 14
+    assert total == 21  # nothing lost, nothing counted twice
+    raw = await store.call("HLEN", "usagecap:rl:usage")
+    assert raw <= 3 + 1 + 2  # three consumers, the count, _other (admitted)
+
+
+async def test_usage_not_yet_flushed_respects_the_cap_too(store: Store) -> None:
+    cfg = config(auth={"mode": "headers"},
+                 rate_limit={"usage_max_consumers": 1, "usage_flush_interval": 60},
+                 redis={"key_prefix": "usagecap2"})
+    policies = chain(cfg, store)
+    for name in (b"a", b"b", b"c"):
+        await send(policies, store, cfg, headers=[(b"x-user-id", name)])
+    metrics = await policies[1].metrics()  # before any flush
+    assert len(metrics["consumers"]) == 1
+    assert metrics["other_consumers"]["admitted"] == 2
+    await policies[1].usage.flush()
+    flushed = await policies[1].metrics()
+    assert flushed["consumers"] == metrics["consumers"]
+    assert flushed["other_consumers"] == metrics["other_consumers"]
+
+
 async def test_disabled_rate_limiting_stages_nothing(store: Store) -> None:
     cfg = config(rate_limit={"enabled": False})
     policies = chain(cfg, store)
