@@ -67,7 +67,12 @@ def wait_until(check, timeout: float, what: str) -> None:  # type: ignore[no-unt
 
 
 def pinned(core: int, argv: list[str]) -> list[str]:
-    return ["taskset", "-c", str(core), *argv] if os.cpu_count() and os.cpu_count() > 1 else argv
+    return ["taskset", "-c", str(core), *argv] if (os.cpu_count() or 1) > 1 else argv
+
+
+def _answers(port: int) -> bool:
+    with socket.create_connection(("127.0.0.1", port), 0.2):
+        return True
 
 
 def cpu_seconds(pid: int) -> float:
@@ -155,8 +160,7 @@ def main() -> int:
                        "--save", "", "--appendonly", "no", "--dir", str(tmp)]),
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         procs.append(redis)
-        wait_until(lambda: socket.create_connection(("127.0.0.1", redis_port), 0.2).close() is None,
-                   10, "redis-server")
+        wait_until(lambda: _answers(redis_port), 10, "redis-server")
         config = {
             "services": {"down": {"url": f"http://127.0.0.1:{free_port()}", "timeout": 2,
                                   "connect_timeout": 0.5, "health_interval": 60}},

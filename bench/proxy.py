@@ -61,7 +61,7 @@ class Scenario:
 
     name: str
     description: str
-    target: str  # "backend", "nginx", "reference" or "gateway"
+    target: str  # "backend", "nginx", "reference", "static" or "gateway"
     path: str = "/api/bench/nocache"
     policies: tuple[str, ...] = ()  # gateway only: rate_limit, cache, circuit_breaker
     access_log: bool = True
@@ -76,6 +76,8 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
     Scenario("nginx", "nginx proxy_pass, keep-alive upstream, access log on", "nginx"),
     Scenario("raw-asgi", "bench/reference_proxy.py: bare raw ASGI + aiohttp, no features (the floor)",
              "reference"),
+    Scenario("asgi-static", "bench/reference_proxy.py --static: raw ASGI answering a constant, no "
+             "upstream (the ceiling of any answer from a Python ASGI process, e.g. a cache hit)", "static"),
     Scenario("gateway", "gateway, no policies, access log on (default)", "gateway"),
     Scenario("gateway-nolog", "gateway, no policies, access log off", "gateway", access_log=False),
     Scenario("ratelimit", "gateway, rate limiting only", "gateway", policies=("rate_limit",)),
@@ -411,6 +413,8 @@ class Bench:
     nginx_worker: int = 0
     reference_port: int = 0
     reference_pid: int = 0
+    static_port: int = 0
+    static_pid: int = 0
     redis: RedisCounters | None = None
     redis_pid: int = 0
     gateways: dict[str, tuple[int, int]] = field(default_factory=dict)  # name -> (port, pid)
@@ -447,16 +451,21 @@ class Bench:
             self.nginx_worker = self.start_nginx("proxy", proxy_conf(self.tmp, self.nginx_port, self.backend_port),
                                                  self.nginx_port, self.proxy_core)
         failed: dict[str, str] = {}
-        if any(s.target == "reference" for s in scenarios):
-            self.reference_port = free_port()
-            ref = self.procs.start("reference", [sys.executable, str(ROOT / "bench" / "reference_proxy.py"),
-                                                 "--upstream", f"http://127.0.0.1:{self.backend_port}",
-                                                 "--port", str(self.reference_port)],
-                                   self.tmp / "reference.log", self.proxy_core)
-            if wait_http(f"http://127.0.0.1:{self.reference_port}/api/bench/nocache", ref):
-                self.reference_pid = ref.pid
+        for target, name in (("reference", "raw-asgi"), ("static", "asgi-static")):
+            if not any(s.target == target for s in scenarios):
+                continue
+            port = free_port()
+            ref = self.procs.start(target, [sys.executable, str(ROOT / "bench" / "reference_proxy.py"),
+                                            "--upstream", f"http://127.0.0.1:{self.backend_port}",
+                                            "--port", str(port), *(["--static"] if target == "static" else [])],
+                                   self.tmp / f"{target}.log", self.proxy_core)
+            if wait_http(f"http://127.0.0.1:{port}/api/bench/nocache", ref):
+                if target == "static":
+                    self.static_port, self.static_pid = port, ref.pid
+                else:
+                    self.reference_port, self.reference_pid = port, ref.pid
             else:
-                failed["raw-asgi"] = "reference proxy did not start:\n" + tail(self.tmp / "reference.log")
+                failed[name] = f"{name} did not start:\n" + tail(self.tmp / f"{target}.log")
                 self.procs.stop(ref)
         gateway_scenarios = [s for s in scenarios if s.target == "gateway"]
         if not gateway_scenarios:
@@ -493,7 +502,7 @@ class Bench:
 
     def url(self, s: Scenario) -> str:
         port = {"backend": self.backend_port, "nginx": self.nginx_port,
-                "reference": self.reference_port}.get(s.target)
+                "reference": self.reference_port, "static": self.static_port}.get(s.target)
         if port is None:
             port = self.gateways[s.name][0]
         return f"http://127.0.0.1:{port}{s.path}"
@@ -505,6 +514,8 @@ class Bench:
             return self.nginx_worker
         if s.target == "reference":
             return self.reference_pid
+        if s.target == "static":
+            return self.static_pid
         return self.gateways[s.name][1]
 
     def measure(self, s: Scenario, duration: float) -> RunResult:
@@ -636,6 +647,8 @@ BUDGETS = [
     ("all policies, miss / no policies", "all-miss", "gateway", None),
     ("all policies, miss / nginx", "all-miss", "nginx", None),
     ("cache hit / nginx", "all-hit", "nginx", 0.5),
+    ("raw ASGI constant answer (ceiling) / nginx", "asgi-static", "nginx", None),
+    ("cache hit / raw ASGI constant answer", "all-hit", "asgi-static", None),
 ]
 
 

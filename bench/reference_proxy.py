@@ -5,6 +5,10 @@ The benchmark runs it side by side with the gateway (scenario `raw-asgi`) so the
 overhead can be read off on any machine: gateway / raw-asgi is what the features cost, and
 raw-asgi / nginx is what Python + uvicorn + aiohttp cost (DESIGN.md measured 0.39x).
 
+With `--static` it answers every request itself with a constant small JSON body, no upstream
+call (scenario `asgi-static`): the ceiling of anything a raw-ASGI process under uvicorn can
+serve on the machine, e.g. a cache hit.
+
 Run:  .venv/bin/python bench/reference_proxy.py --upstream http://127.0.0.1:8001 --port 8100
 """
 
@@ -16,15 +20,18 @@ from typing import Any
 import aiohttp
 import uvicorn
 
+STATIC_BODY = b'{"id":1,"name":"bench","ok":true}\n'
 _HOP = {b"connection", b"keep-alive", b"transfer-encoding", b"host", b"content-length"}
 
 
 class ReferenceProxy:
     """Forwards every request to one upstream over a keep-alive aiohttp session."""
 
-    def __init__(self, upstream: str) -> None:
+    def __init__(self, upstream: str, static: bool = False) -> None:
         self.upstream = upstream.rstrip("/")
         self.session: aiohttp.ClientSession | None = None
+        self.static = [(b"content-type", b"application/json"), (b"cache-control", b"no-store"),
+                       (b"content-length", str(len(STATIC_BODY)).encode())] if static else None
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -41,6 +48,12 @@ class ReferenceProxy:
                     await send({"type": "lifespan.shutdown.complete"})
                     return
         assert self.session is not None
+        if self.static is not None:
+            while (await receive()).get("more_body", False):
+                pass
+            await send({"type": "http.response.start", "status": 200, "headers": self.static})
+            await send({"type": "http.response.body", "body": STATIC_BODY})
+            return
         body = b""
         more = True
         while more:
@@ -66,8 +79,9 @@ def main() -> None:
     p.add_argument("--upstream", required=True)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8100)
+    p.add_argument("--static", action="store_true", help="answer a constant, no upstream call")
     args = p.parse_args()
-    uvicorn.run(ReferenceProxy(args.upstream), host=args.host, port=args.port, lifespan="on",
+    uvicorn.run(ReferenceProxy(args.upstream, args.static), host=args.host, port=args.port, lifespan="on",
                 access_log=False, server_header=False, date_header=False, http="httptools",
                 loop="uvloop", log_level="warning")
 

@@ -1,4 +1,4 @@
-"""House habits, enforced: ruff on the whole tree, mypy on the gateway package."""
+"""House habits, enforced: ruff on the whole tree, mypy on the gateway and the benchmarks."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ def test_ruff_is_clean() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_mypy_is_clean_on_the_gateway() -> None:
-    result = subprocess.run([sys.executable, "-m", "mypy", "gateway"], cwd=ROOT,
+def test_mypy_is_clean_on_the_gateway_and_the_benchmarks() -> None:
+    result = subprocess.run([sys.executable, "-m", "mypy", "gateway", "bench"], cwd=ROOT,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
