@@ -213,11 +213,24 @@ class HotPath:
         access_log = self.access_log
         if access_log is None:
             return
-        upstream = ctx.upstream if ctx is not None else None
-        consumer = ctx.consumer if ctx is not None else None
-        trace = ctx.state.get("trace") if ctx is not None else None
-        upstream_ms = round(upstream.duration * 1000, 2) if upstream is not None else None
         duration_ms = round(elapsed * 1000, 2)
+        if ctx is None:  # answered before a context existed (400/405/413/431)
+            access_log.write({
+                "request_id": rid, "trace_id": None, "method": method, "path": path,
+                "route": route.prefix, "service": route.service, "status": status,
+                "duration_ms": duration_ms, "gateway_ms": duration_ms, "upstream_ms": None,
+                "upstream_status": None, "upstream_failure": None, "consumer": None,
+                "client_ip": None, "cache": None, "breaker": None, "rate_limit_remaining": None,
+            })
+            return
+        upstream = ctx.upstream
+        consumer = ctx.consumer
+        trace = ctx.state.get("trace")
+        if upstream is not None:
+            upstream_ms: float | None = round(upstream.duration * 1000, 2)
+            gateway_ms = round(max(0.0, duration_ms - upstream.duration * 1000), 2)
+        else:
+            upstream_ms, gateway_ms = None, duration_ms
         fields: dict[str, Any] = {
             "request_id": rid,
             "trace_id": trace.trace_id if trace is not None else None,
@@ -227,16 +240,16 @@ class HotPath:
             "service": route.service,
             "status": status,
             "duration_ms": duration_ms,
-            "gateway_ms": duration_ms if upstream_ms is None else round(max(0.0, duration_ms - upstream_ms), 2),
+            "gateway_ms": gateway_ms,
             "upstream_ms": upstream_ms,
             "upstream_status": upstream.status if upstream is not None else None,
             "upstream_failure": upstream.failure if upstream is not None else None,
             "consumer": consumer.id if consumer is not None else None,
-            "client_ip": ctx.client_ip if ctx is not None else None,
-            "cache": ctx.cache_status if ctx is not None else None,
-            "breaker": ctx.breaker_state if ctx is not None else None,
-            "rate_limit_remaining": ctx.rate_limit_remaining if ctx is not None else None,
+            "client_ip": ctx.client_ip,
+            "cache": ctx.cache_status,
+            "breaker": ctx.breaker_state,
+            "rate_limit_remaining": ctx.rate_limit_remaining,
         }
-        if ctx is not None and ctx.client_disconnected:
+        if ctx.client_disconnected:
             fields["client_disconnected"] = True
         access_log.write(fields)

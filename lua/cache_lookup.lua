@@ -8,7 +8,7 @@
 -- the shared scope is looked at first, usable only if stored as shareable with authenticated
 -- requests; ARGV[10..] request header name, value pairs (lower-case names).
 -- Returns {state, blob, age ms, lifetime ms, swr ms, sie ms, no-stale 0/1, got lock 0/1,
---          lock pttl ms, scope used, now ms}; state is fresh | stale (max-stale allows) | swr |
+--          lock pttl ms, scope used, now µs}; state is fresh | stale (max-stale allows) | swr |
 --          expired (needs revalidation) | miss | pass (recently uncacheable: no lock); blob '' if none.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -96,4 +96,6 @@ if ARGV[3] == '1' and not no_cache and (state == 'miss' or state == 'expired' or
     pttl = redis.call('PTTL', KEYS[2])
   end
 end
-return {state, blob, age, life, swr, sie, ns, got, pttl, used, now}
+-- Now in microseconds: a fill is compared with the URL's last invalidation at that resolution,
+-- so a PURGE and the lookup that follows it within the same millisecond are still ordered.
+return {state, blob, age, life, swr, sie, ns, got, pttl, used, tonumber(t[1]) * 1000000 + tonumber(t[2])}

@@ -7,7 +7,7 @@
 -- ARGV[7] stale-while-revalidate ms; ARGV[8] stale-if-error ms; ARGV[9] no-stale 0/1;
 -- ARGV[10] shareable with authenticated requests 0/1; ARGV[11] retention ms (Redis TTL);
 -- ARGV[12] entry blob; ARGV[13] max variants per scope; ARGV[14] pub/sub channel;
--- ARGV[15] wake-up message; ARGV[16] lookup time ms (a fill that looked up before the last
+-- ARGV[15] wake-up message; ARGV[16] lookup time µs (a fill that looked up before the last
 -- invalidation is dropped; 0 to skip the check).
 -- Returns {'stored', variant key, evicted variant keys...} or {'invalidated'}.
 local t = redis.call('TIME')

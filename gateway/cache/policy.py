@@ -481,7 +481,7 @@ class CachePolicy:
             try:
                 stored = await self.cache.save(
                     key=key, scope=scope, token=token, entry=stored_entry, vary=vary_names(headers) or [],
-                    request_headers=key.headers, freshness=freshness, looked_up_at_ms=found.now_ms,
+                    request_headers=key.headers, freshness=freshness, looked_up_at_us=found.now_us,
                     route_prefix=ctx.route.prefix,
                 )
                 if stored:

@@ -36,7 +36,7 @@ class Lookup(NamedTuple):
     got_lock: bool
     lock_ttl: float
     scope: str
-    now_ms: int
+    now_us: int  # the Redis clock at the lookup, microseconds
 
     @property
     def staleness(self) -> float:
@@ -125,7 +125,7 @@ class CacheStore:
             state=state, entry=entry, age=int(reply[2]) / 1000, lifetime=int(reply[3]) / 1000,
             swr=int(reply[4]) / 1000, stale_if_error=int(reply[5]) / 1000, no_stale=bool(int(reply[6])),
             got_lock=bool(int(reply[7])), lock_ttl=max(0, int(reply[8])) / 1000, scope=_text(reply[9]),
-            now_ms=int(reply[10]),
+            now_us=int(reply[10]),
         )
 
     # -- store / release -----------------------------------------------------------------
@@ -134,7 +134,7 @@ class CacheStore:
 
     async def save(self, *, key: LookupKey, scope: str, token: str, entry: CacheEntry,
                    vary: list[str], request_headers: Iterable[tuple[bytes, bytes]],
-                   freshness: StoredFreshness, looked_up_at_ms: int, route_prefix: str) -> bool:
+                   freshness: StoredFreshness, looked_up_at_us: int, route_prefix: str) -> bool:
         """Store a variant (and account for it). True when stored. Raises StoreError."""
         blob = entry.to_bytes()
         retention_ms = max(1, _ms(freshness.retention))
@@ -146,7 +146,7 @@ class CacheStore:
                 _ms(freshness.age), _ms(freshness.lifetime), _ms(freshness.swr),
                 _ms(freshness.stale_if_error), int(freshness.no_stale),
                 int(freshness.shared_with_authenticated), retention_ms, blob, self.max_variants,
-                self.keys.channel, self.wake_message(key.h, key.scope, "stored"), looked_up_at_ms,
+                self.keys.channel, self.wake_message(key.h, key.scope, "stored"), looked_up_at_us,
             ],
         )
         if _text(reply[0]) != "stored":
@@ -158,6 +158,7 @@ class CacheStore:
         batch.eval(self.store.script("cache_account"), self._size_keys(), ops)
         index = self.keys.index(route_prefix)
         # The Redis clock of the lookup is close enough for index pruning (minutes of slack).
+        looked_up_at_ms = looked_up_at_us // 1000
         batch.call("ZADD", index, "GT", looked_up_at_ms + retention_ms, key.url)
         batch.call("ZREMRANGEBYSCORE", index, "-inf", looked_up_at_ms)
         await batch.execute()

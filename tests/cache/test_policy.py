@@ -425,6 +425,31 @@ async def test_purge_method(policy: CachePolicy, store: Store, config, headers, 
     assert origin.calls == (2 if status == 200 else 1)
 
 
+async def test_a_fill_that_looked_up_before_a_purge_is_not_stored(policy: CachePolicy, store: Store, config) -> None:  # type: ignore[no-untyped-def]
+    # The miss looks up, the origin takes its time, a purge lands meanwhile: the response the
+    # origin gave before the purge must not be stored after it.
+    slow = Origin(Reply(headers=[(b"cache-control", b"max-age=60")], delay=0.3))
+    miss = asyncio.create_task(send(policy, store, make_ctx(config), slow))
+    await asyncio.sleep(0.1)
+    assert await policy.purge(url="/api/products/1") == 0
+    assert (await miss).x_cache == "MISS"
+    origin = Origin(reply("max-age=60"))
+    assert (await send(policy, store, make_ctx(config), origin)).x_cache == "MISS"
+    assert origin.calls == 1
+
+
+async def test_a_fill_right_after_a_purge_is_stored(policy: CachePolicy, store: Store, config) -> None:  # type: ignore[no-untyped-def]
+    # Lookups and invalidations are ordered by the Redis clock in microseconds: a GET that
+    # follows a purge within the same millisecond still fills the cache.
+    origin = Origin(reply("max-age=60"))
+    for _ in range(20):
+        await send(policy, store, make_ctx(config), origin)
+        assert await policy.purge(url="/api/products/1") == 1
+    assert origin.calls == 20
+    assert (await send(policy, store, make_ctx(config), origin)).x_cache == "MISS"
+    assert (await send(policy, store, make_ctx(config), origin)).x_cache == "HIT"
+
+
 async def test_purge_by_prefix(policy: CachePolicy, store: Store, config) -> None:  # type: ignore[no-untyped-def]
     origin = Origin(reply("max-age=60"))
     urls = ["/api/products", "/api/products/1", "/api/products/1/reviews", "/api/products?page=2"]
