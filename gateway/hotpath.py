@@ -39,6 +39,15 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 _date_cache: list[Any] = [0, b""]
 
+# Fields a request may carry once (RFC 9110/9112 singletons, and our API key). Two of them are
+# ambiguous: this gateway and the backend might read different ones (an identity, a body
+# type), and some backends answer a broken response that would count against the breaker.
+SINGLETON_FIELDS = frozenset({
+    b"host", b"content-length", b"content-type", b"authorization", b"proxy-authorization",
+    b"x-api-key", b"range", b"if-range", b"if-modified-since", b"if-unmodified-since",
+})
+_FIELD_NAMES = {b"x-api-key": "X-API-Key"}
+
 
 def http_date() -> bytes:
     """The IMF-fixdate for now, formatted once per second (uvicorn's own Date is turned off so
@@ -67,11 +76,16 @@ class HotPath:
     async def __call__(self, route: Route, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         raw_headers: list[tuple[bytes, bytes]] = scope["headers"]
-        request_id = traceparent = tracestate = content_length = None
+        request_id = traceparent = tracestate = content_length = duplicate = None
         header_bytes = 0
         has_body = False
+        singletons: set[bytes] = set()
         for key, value in raw_headers:
             header_bytes += len(key) + len(value) + 4
+            if key in SINGLETON_FIELDS:
+                if key in singletons:
+                    duplicate = key
+                singletons.add(key)
             if key == b"x-request-id":
                 request_id = value
             elif key == b"traceparent":
@@ -90,7 +104,7 @@ class HotPath:
         if b"?" in raw_path:  # some servers leave the query on raw_path
             raw_path = raw_path.split(b"?", 1)[0]
 
-        early = self._check(route, method, raw_path, content_length, header_bytes, rid)
+        early = self._check(route, method, raw_path, content_length, header_bytes, rid, duplicate)
         if early is not None:
             await self._send(send, early, rid, route.service, started, method)
             elapsed = time.perf_counter() - started
@@ -133,12 +147,16 @@ class HotPath:
             self.spans.record(ctx, trace, response.status, elapsed)
 
     def _check(self, route: Route, method: str, raw_path: bytes, content_length: bytes | None,
-               header_bytes: int, rid: str) -> Response | None:
+               header_bytes: int, rid: str, duplicate: bytes | None = None) -> Response | None:
         reason = unsafe_path_reason(raw_path)
         if reason is not None:
             return problem(400, reason, request_id=rid, kind="unsafe-path")
         if header_bytes > self.max_header_bytes:
             return problem(431, f"request headers exceed {self.max_header_bytes} bytes", request_id=rid)
+        if duplicate is not None:
+            name = _FIELD_NAMES.get(duplicate) or duplicate.decode("latin-1").title()
+            return problem(400, f"the {name} header field may appear only once",
+                           request_id=rid, kind="duplicate-header")
         allowed = route.methods
         if allowed is not None and method not in allowed:
             return problem(405, f"{method} is not allowed on {route.prefix}", request_id=rid,

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+from multidict import CIMultiDict
 from yarl import URL
 
 from gateway.config import GatewayConfig, ServiceSettings
@@ -28,6 +29,22 @@ from gateway.problem import problem
 IDEMPOTENT_NO_BODY = frozenset({"GET", "HEAD", "OPTIONS", "DELETE", "TRACE"})
 _CHUNK = 64 * 1024
 SMALL_BODY = 64 * 1024  # bytes; larger or unknown-length bodies stream
+
+
+# Headers aiohttp would add by itself; a forwarded request carries the client's headers only.
+NO_AUTO_HEADERS = ("User-Agent", "Accept-Encoding", "Accept", "Content-Type")
+_NO_AUTO: CIMultiDict[None] = CIMultiDict((name, None) for name in sorted(NO_AUTO_HEADERS))
+
+
+class UpstreamRequest(aiohttp.ClientRequest):
+    """aiohttp's request without its automatic headers.
+
+    With `skip_auto_headers`, aiohttp copies every request's headers and builds the skip list
+    anew to decide which defaults to add; a proxy adds none, so that per-request work goes.
+    """
+
+    def update_auto_headers(self, skip_auto_headers: Any) -> None:
+        self._skip_auto_headers = _NO_AUTO  # read-only for aiohttp: one shared instance
 
 
 class BodyTooLarge(Exception):
@@ -65,7 +82,8 @@ class UpstreamPool:
             connector=connector,
             auto_decompress=False,  # bodies go through as received, Content-Encoding intact
             cookie_jar=aiohttp.DummyCookieJar(),  # never carry one client's cookies to another
-            skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept", "Content-Type"),
+            skip_auto_headers=NO_AUTO_HEADERS,
+            request_class=UpstreamRequest,
             timeout=aiohttp.ClientTimeout(total=None),
             read_bufsize=_CHUNK,
         )

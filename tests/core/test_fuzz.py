@@ -119,7 +119,7 @@ queries = st.lists(st.sampled_from(["a=1", "b", "%2f", "x=%00", "&", "=", "q=.."
                    max_size=4).map("&".join)
 methods = st.sampled_from(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "PURGE",
                            "TRACE", "CONNECT", "FOO"])
-_NAMES = ["x-user-id", "x-user-tier", "x-api-key", "authorization", "x-forwarded-for",
+_NAMES = ["content-type", "x-user-id", "x-user-tier", "x-api-key", "authorization", "x-forwarded-for",
           "x-forwarded-proto", "x-forwarded-host", "forwarded", "x-real-ip", "x-request-id",
           "traceparent", "tracestate", "cache-control", "pragma", "if-none-match",
           "if-modified-since", "range", "connection", "te", "upgrade", "keep-alive", "cookie",
@@ -227,5 +227,9 @@ def test_any_request_gets_a_clear_answer_and_stays_inside_its_route(
         assert "x-user-id" not in names
     # The peer is not a trusted proxy: its X-Forwarded-For is replaced, not extended.
     assert dict((k.lower(), v) for k, v in seen.headers)["x-forwarded-for"] == PEER
+    # Only what the client sent (and the gateway's own fields): the HTTP client adds nothing.
+    assert "user-agent" not in names and "accept" not in names
+    for name in ("accept-encoding", "content-type"):
+        assert (name in names) == any(k.decode() == name for k, _ in hdrs), name
     for hop in ("connection", "te", "upgrade", "keep-alive", "proxy-authorization"):
         assert hop not in names, (hop, seen.headers)

@@ -210,6 +210,22 @@ async def test_headers_too_large_is_431(gw: httpx.AsyncClient) -> None:
     assert resp.headers["content-type"] == "application/problem+json"
 
 
+@pytest.mark.parametrize("name", ["Content-Type", "Authorization", "X-API-Key", "Range"])
+async def test_a_repeated_singleton_header_is_400_and_never_forwarded(gw: httpx.AsyncClient, name: str) -> None:
+    # Two values the gateway and the backend might read differently (an identity, a body type).
+    before = (await gw.get("/metrics")).json()["requests"]["total"]
+    resp = await gw.request("HEAD", "/api/users", headers=[(name, "a"), (name, "b")])
+    assert resp.status_code == 400
+    assert resp.headers["content-type"] == "application/problem+json"
+    resp = await gw.get("/api/users/_mock/echo", headers=[(name, "a"), (name, "b")])
+    assert resp.status_code == 400
+    assert resp.json()["type"].endswith("/duplicate-header") and name in resp.json()["detail"]
+    after = (await gw.get("/metrics")).json()["requests"]
+    assert after["total"] == before + 2 and after["failed"] >= 2
+    users = (await gw.get("/metrics")).json()["services"].get("users", {})
+    assert users.get("upstream_failures", {}) == {}  # nothing reached (or broke) the backend
+
+
 async def test_bad_content_length_is_400_not_500(gw: httpx.AsyncClient) -> None:
     port = int(str(gw.base_url).rsplit(":", 1)[1].rstrip("/"))
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
