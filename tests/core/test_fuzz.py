@@ -28,6 +28,7 @@ from tests.support.processes import free_port
 
 PREFIXES = ["/api/users", "/api/products", "/api/orders"]
 API_KEY = b"fuzz-key-0123456789"
+ADMIN_KEY = b"fuzz-admin-key-0123456789"
 PEER = "198.51.100.7"
 
 
@@ -80,7 +81,8 @@ def harness() -> Iterator[Harness]:
                    "/api/orders": {"service": "orders", "methods": ["GET", "POST", "HEAD"]}},
         "rate_limits": {"default": 1_000_000, "anonymous": 1_000_000, "premium": 1_000_000},
         "auth": {"consumers": [{"id": "fuzzer", "tier": "premium",
-                                "key_sha256": hashlib.sha256(API_KEY).hexdigest()}]},
+                                "key_sha256": hashlib.sha256(API_KEY).hexdigest()}],
+                 "admin_keys_sha256": [hashlib.sha256(ADMIN_KEY).hexdigest()]},
         "proxy": {"max_body_bytes": 1024},
         "logging": {"access_log": False},
     })
@@ -233,3 +235,72 @@ def test_any_request_gets_a_clear_answer_and_stays_inside_its_route(
         assert (name in names) == any(k.decode() == name for k, _ in hdrs), name
     for hop in ("connection", "te", "upgrade", "keep-alive", "proxy-authorization"):
         assert hop not in names, (hop, seen.headers)
+
+
+# -- the control plane ----------------------------------------------------------------------
+_CONTROL_PATHS = ["/", "/health", "/ready", "/metrics", "/dashboard", "/admin/cache/purge",
+                  "/docs", "/openapi.json", "/nope", "/admin", "/metrics/", "//metrics"]
+_QUERY_PARTS = ["format=json", "format=prometheus", "format=openmetrics", "format=x", "scope=replica",
+                "scope=cluster", "scope=", "scope=%00", "format", "a=b", "url=/api/users", "%zz"]
+_BODIES = st.one_of(
+    st.just(b""), st.binary(max_size=40),
+    st.sampled_from([b"{}", b"[]", b"null", b'{"url": "/api/users/1"}', b'{"prefix": "/api"}',
+                     b'{"url": 5}', b'{"prefix": "/api", "url": "/api/users"}', b'{"url": "x" }',
+                     b'{"prefix": ""}', b'{"url": "http://evil.example/api/users"}', b"{", b'"x"']),
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+@given(method=st.sampled_from(["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"]),
+       path=st.sampled_from(_CONTROL_PATHS),
+       query=st.lists(st.sampled_from(_QUERY_PARTS), max_size=3).map("&".join),
+       hdrs=st.lists(st.tuples(st.sampled_from([b"accept", b"content-type", b"x-api-key",
+                                                b"authorization"]),
+                               st.sampled_from([b"application/json", b"text/plain",
+                                                b"application/openmetrics-text; version=1.0.0",
+                                                b"*/*", ADMIN_KEY, b"Bearer " + ADMIN_KEY, b"Bearer x", b"",
+                                                b"\xff"])),
+                     max_size=3),
+       body=_BODIES)
+def test_the_control_plane_answers_bad_input_with_a_4xx_never_a_500(
+        harness: Harness, method: str, path: str, query: str,
+        hdrs: list[tuple[bytes, bytes]], body: bytes) -> None:
+    request_headers = [(b"host", b"gw.test"), *hdrs]
+    if body:
+        request_headers.append((b"content-length", str(len(body)).encode()))
+    answer = harness.loop.run_until_complete(
+        _call(harness.app, method, path, query, request_headers, body))
+    event(f"{method} {path} -> {answer.status}")
+    assert answer.status < 500 or (path == "/ready" and answer.status == 503), \
+        (answer.status, answer.body[:300])
+    if answer.status >= 400 and method != "HEAD":
+        assert answer.header(b"content-type") == b"application/problem+json", (answer.status, answer.headers)
+
+
+_JSON_VALUES = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=40),
+                         st.sampled_from(["/api/users/1", "/api", "/", "", "/api/users?x=1",
+                                          "http://gw.test/api/users", "//evil", "/api/../x"]),
+                         st.lists(st.text(max_size=5), max_size=2))
+_PURGE_BODIES = st.one_of(
+    _BODIES,
+    st.dictionaries(st.sampled_from(["url", "prefix", "x"]), _JSON_VALUES, max_size=3)
+    .map(lambda d: json.dumps(d).encode()),
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+@given(body=_PURGE_BODIES,
+       content_type=st.sampled_from([b"application/json", b"text/plain", b"", None]),
+       credential=st.sampled_from([(b"x-api-key", ADMIN_KEY), (b"authorization", b"Bearer " + ADMIN_KEY)]))
+def test_purge_with_the_admin_key_answers_any_body_with_a_clear_status(
+        harness: Harness, body: bytes, content_type: bytes | None,
+        credential: tuple[bytes, bytes]) -> None:
+    request_headers = [(b"host", b"gw.test"), credential, (b"content-length", str(len(body)).encode())]
+    if content_type is not None:
+        request_headers.append((b"content-type", content_type))
+    answer = harness.loop.run_until_complete(
+        _call(harness.app, "POST", "/admin/cache/purge", "", request_headers, body))
+    event(f"purge -> {answer.status}")
+    assert answer.status in (200, 400, 415, 422), (answer.status, answer.body[:300])
+    if answer.status != 200:
+        assert answer.header(b"content-type") == b"application/problem+json"
