@@ -90,6 +90,9 @@ def _serve(config_file: str, host: str, port: int, workers: int = 1, grace: floa
         host=host, port=port, factory=True, lifespan="on", access_log=False,
         server_header=False, date_header=False, proxy_headers=False, timeout_keep_alive=30, timeout_graceful_shutdown=grace,
         http="httptools", log_level="warning",
+        # No WebSocket server: an upgrade request reaches the hot path as plain HTTP and gets a
+        # clear 501 problem there (uvicorn's own refusal is a bare 403).
+        ws="none",
     )
     try:
         import uvloop  # noqa: F401

@@ -77,6 +77,7 @@ class HotPath:
         started = time.perf_counter()
         raw_headers: list[tuple[bytes, bytes]] = scope["headers"]
         request_id = traceparent = tracestate = content_length = duplicate = None
+        refused: tuple[int, str, str] | None = None  # (status, detail, kind) found in the fields
         header_bytes = 0
         has_body = False
         singletons: set[bytes] = set()
@@ -98,6 +99,12 @@ class HotPath:
                 has_body = value.strip() not in (b"0", b"")
             elif key == b"transfer-encoding":
                 has_body = True
+                if value.strip().lower() != b"chunked":  # the server only undid the chunking
+                    refused = (501, "only the chunked transfer coding is supported", "unsupported-transfer-coding")
+            elif key == b"upgrade" and b"websocket" in value.lower():
+                refused = (501, "WebSocket upgrades are not supported by this gateway", "upgrade-not-supported")
+        if b"host" not in singletons and scope.get("http_version") == "1.1":
+            refused = (400, "an HTTP/1.1 request must carry a Host header field (RFC 9112, 3.2)", "missing-host")
         rid = request_id_from(request_id)
         method: str = scope["method"]
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
@@ -105,6 +112,8 @@ class HotPath:
             raw_path = raw_path.split(b"?", 1)[0]
 
         early = self._check(route, method, raw_path, content_length, header_bytes, rid, duplicate)
+        if early is None and refused is not None:
+            early = problem(refused[0], refused[1], request_id=rid, kind=refused[2])
         if early is not None:
             await self._send(send, early, rid, route.service, started, method)
             elapsed = time.perf_counter() - started

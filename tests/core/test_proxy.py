@@ -237,6 +237,55 @@ async def test_bad_content_length_is_400_not_500(gw: httpx.AsyncClient) -> None:
     assert data.startswith(b"HTTP/1.1 400")
 
 
+async def _raw(gw: httpx.AsyncClient, request: bytes) -> tuple[int, dict[bytes, bytes], bytes]:
+    """Send `request` as bytes on a new connection; the answer's status, headers and body."""
+    port = int(str(gw.base_url).rsplit(":", 1)[1].rstrip("/"))
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request)
+    await writer.drain()
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    lines = head[:-4].split(b"\r\n")
+    fields = dict(line.lower().split(b": ", 1) for line in lines[1:])
+    body = await asyncio.wait_for(reader.readexactly(int(fields[b"content-length"])), 10)
+    writer.close()
+    return int(lines[0].split()[1]), fields, body
+
+
+async def test_http11_without_host_is_400(gw: httpx.AsyncClient) -> None:
+    status, fields, body = await _raw(gw, b"GET /api/users HTTP/1.1\r\nConnection: close\r\n\r\n")
+    assert status == 400 and fields[b"content-type"] == b"application/problem+json"
+    assert json.loads(body)["type"].endswith("/missing-host")
+    # HTTP/1.0 has no Host requirement.
+    status, _, _ = await _raw(gw, b"GET /api/users HTTP/1.0\r\n\r\n")
+    assert status == 200
+
+
+async def test_a_transfer_coding_other_than_chunked_is_501(gw: httpx.AsyncClient) -> None:
+    status, fields, body = await _raw(
+        gw, b"POST /api/users/_mock/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n"
+            b"Connection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+    assert status == 501 and fields[b"content-type"] == b"application/problem+json"
+    status, _, body = await _raw(
+        gw, b"POST /api/users/_mock/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+            b"Connection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+    assert status == 200 and json.loads(body)["body_length"] == 5
+
+
+async def test_websocket_upgrade_is_a_clear_501_and_other_upgrades_are_ignored(gw: httpx.AsyncClient) -> None:
+    status, fields, body = await _raw(
+        gw, b"GET /api/users HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    assert status == 501 and fields[b"content-type"] == b"application/problem+json"
+    assert "WebSocket" in json.loads(body)["detail"]
+    # An h2c upgrade is optional for the server: answered as plain HTTP/1.1, Upgrade not forwarded.
+    status, _, body = await _raw(
+        gw, b"GET /api/users/_mock/echo HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+            b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n")
+    assert status == 200
+    sent = {k.lower() for k, _ in json.loads(body)["headers"]}
+    assert not sent & {"upgrade", "http2-settings", "connection"}
+
+
 async def test_refused_upstream_is_502() -> None:
     dead = f"http://127.0.0.1:{free_port()}"
     async with running_gateway(base_config({"users": dead})) as app:

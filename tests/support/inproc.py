@@ -42,7 +42,7 @@ async def running_gateway(config: dict[str, Any]) -> AsyncIterator[GatewayApp]:
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(
         app, host="127.0.0.1", port=port, lifespan="on", access_log=False, log_level="warning",
-        server_header=False, date_header=False, proxy_headers=False, http="httptools",
+        server_header=False, date_header=False, proxy_headers=False, http="httptools", ws="none",
     ))
     task = asyncio.create_task(server.serve())
     while not server.started:
