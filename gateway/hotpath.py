@@ -2,7 +2,8 @@
 
 The whole flow of a proxied request is in `HotPath.__call__`:
 
-    check the request (path tricks, methods, header and body size)   -> 400 / 405 / 431 / 413
+    check the request (path tricks, repeated or missing fields, methods, sizes, codings)
+                                                  -> 400 / 405 / 431 / 413 / 501
     build the RequestContext (request id, X-Forwarded-*, client ip)
     PolicyChain: identify -> rate limit -> cache -> breaker -> upstream   (one Redis round trip)
     send the response (streaming), then run ctx.after_response (record outcomes, store cache)
@@ -241,7 +242,7 @@ class HotPath:
         if access_log is None:
             return
         duration_ms = round(elapsed * 1000, 2)
-        if ctx is None:  # answered before a context existed (400/405/413/431)
+        if ctx is None:  # answered before a context existed (400/405/413/431/501)
             access_log.write({
                 "request_id": rid, "trace_id": None, "method": method, "path": path,
                 "route": route.prefix, "service": route.service, "status": status,
