@@ -115,7 +115,9 @@ def forwarded_headers(
     peer_b = peer.encode()
     if trusted.trusts(peer):
         client_ip = trusted.client_ip(peer, incoming_for)
-        chain = incoming_for + b", " + peer_b if incoming_for else peer_b
+        # Extended with the peer, empty members dropped (`a, , b` and blank fields say nothing).
+        hops = [h.strip() for h in incoming_for.split(b",")] if incoming_for else []
+        chain = b", ".join([h for h in hops if h] + [peer_b])
         proto = incoming_proto or scheme.encode()
         fwd_host = incoming_host or host
     else:

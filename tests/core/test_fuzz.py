@@ -10,6 +10,7 @@ store); the three services are one echo backend that reports what it received.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import posixpath
 from collections.abc import Iterator
@@ -30,6 +31,7 @@ PREFIXES = ["/api/users", "/api/products", "/api/orders"]
 API_KEY = b"fuzz-key-0123456789"
 ADMIN_KEY = b"fuzz-admin-key-0123456789"
 PEER = "198.51.100.7"
+TRUSTED = ["198.51.100.0/24", "10.0.0.0/8", "fd00::/8"]
 
 
 @dataclass
@@ -60,6 +62,16 @@ async def _echo(request: web.Request, seen: list[Seen]) -> web.Response:
 
 @pytest.fixture(scope="module")
 def harness() -> Iterator[Harness]:
+    yield from _harness({})
+
+
+@pytest.fixture(scope="module")
+def trusting_harness() -> Iterator[Harness]:
+    """The peer (PEER) and 10.0.0.0/8 are configured as trusted proxies."""
+    yield from _harness({"proxy": {"max_body_bytes": 1024, "trusted_proxies": TRUSTED}})
+
+
+def _harness(extra: dict[str, Any]) -> Iterator[Harness]:
     import hashlib
 
     loop = asyncio.new_event_loop()
@@ -85,6 +97,7 @@ def harness() -> Iterator[Harness]:
                  "admin_keys_sha256": [hashlib.sha256(ADMIN_KEY).hexdigest()]},
         "proxy": {"max_body_bytes": 1024},
         "logging": {"access_log": False},
+        **extra,
     })
     app = GatewayApp(config)
     lifespan: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
@@ -304,3 +317,56 @@ def test_purge_with_the_admin_key_answers_any_body_with_a_clear_status(
     assert answer.status in (200, 400, 415, 422), (answer.status, answer.body[:300])
     if answer.status != 200:
         assert answer.header(b"content-type") == b"application/problem+json"
+
+
+# -- X-Forwarded-* behind trusted proxies ----------------------------------------------------
+_HOPS = st.sampled_from(["203.0.113.9", "10.1.2.3", "198.51.100.20", "2001:db8::1", "fd00::5",
+                         "[2001:db8::2]", "unknown", "", " ", "300.1.1.1", "1.2.3.4:80", "_hidden",
+                         "10.0.0.1 ", "::ffff:203.0.113.5"])
+_CHAINS = st.lists(_HOPS, max_size=4).map(", ".join)
+_UNIQUE = itertools.count()
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+@given(chains=st.lists(_CHAINS, max_size=2), proto=st.sampled_from([None, "https", "http", "wss", ""]))
+def test_behind_trusted_proxies_the_chain_is_extended_and_the_client_ip_is_a_real_address(
+        trusting_harness: Harness, chains: list[str], proto: str | None) -> None:
+    import ipaddress
+
+    hdrs = [(b"host", b"gw.test"), *[(b"x-forwarded-for", c.encode()) for c in chains]]
+    if proto is not None:
+        hdrs.append((b"x-forwarded-proto", proto.encode()))
+    before = len(trusting_harness.seen)
+    answer = trusting_harness.loop.run_until_complete(  # a new URL each time: never a cache hit
+        _call(trusting_harness.app, "GET", "/api/users/7", f"n={next(_UNIQUE)}", hdrs, b""))
+    assert answer.status == 200, (answer.status, answer.body[:300])
+    (seen,) = trusting_harness.seen[before:]
+    fields = {k.lower(): v for k, v in seen.headers}
+    incoming = ", ".join(chains)
+    hops = [h.strip() for h in incoming.split(",") if h.strip()]
+    assert fields["x-forwarded-for"] == ", ".join([*hops, PEER])
+    assert fields["x-forwarded-proto"] == (proto or "http")
+    client = ipaddress.ip_address(fields["x-real-ip"])  # always a real address, never a guess
+    assert client == _expected_client(hops)
+    event(f"client {'peer' if str(client) == PEER else 'from chain'}")
+
+
+def _expected_client(hops: list[str]) -> Any:
+    """The model: walking from the right, the first hop no trusted proxy vouches for; the peer
+    when that hop is not an address; the leftmost hop when every hop is trusted."""
+    import ipaddress
+
+    def parse(text: str) -> Any:
+        try:
+            return ipaddress.ip_address(text.strip("[]"))
+        except ValueError:
+            return None
+
+    def trusted(ip: Any) -> bool:
+        return ip is not None and any(ip in ipaddress.ip_network(n) for n in TRUSTED)
+
+    for hop in reversed(hops):
+        ip = parse(hop)
+        if not trusted(ip):
+            return ip if ip is not None else ipaddress.ip_address(PEER)
+    return (parse(hops[0]) if hops else None) or ipaddress.ip_address(PEER)
