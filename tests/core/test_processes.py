@@ -153,3 +153,23 @@ def test_run_with_several_workers_on_redis(users: MockService, redis_server) -> 
         assert gw.proc is not None
         gw.proc.send_signal(signal.SIGTERM)
         assert gw.proc.wait(timeout=20) == 0
+
+
+def test_gateway_run_answers_a_websocket_upgrade_with_a_problem(users: MockService) -> None:
+    # `gateway run` serves no WebSockets (uvicorn ws="none"): the upgrade reaches the hot path.
+    import socket
+
+    with GatewayProcess(services_config({"users": users})) as gw:
+        port = int(gw.url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"GET /api/users HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n"
+                         b"Upgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                         b"Sec-WebSocket-Version: 13\r\n\r\n")
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+        assert data.startswith(b"HTTP/1.1 501"), data[:200]
+        assert b"content-type: application/problem+json" in data.lower()
