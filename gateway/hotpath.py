@@ -40,9 +40,9 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 _date_cache: list[Any] = [0, b""]
 
-# Fields a request may carry once (RFC 9110/9112 singletons, and our API key). Two of them are
-# ambiguous: this gateway and the backend might read different ones (an identity, a body
-# type), and some backends answer a broken response that would count against the breaker.
+# Fields a request may carry once (RFC 9110/9112 singletons, and our API key). Sent twice, such a
+# field is ambiguous: this gateway and the backend might read different copies (an identity, a
+# body type), and some backends answer with a broken response that counts against the breaker.
 SINGLETON_FIELDS = frozenset({
     b"host", b"content-length", b"content-type", b"authorization", b"proxy-authorization",
     b"x-api-key", b"range", b"if-range", b"if-modified-since", b"if-unmodified-since",
