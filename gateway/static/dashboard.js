@@ -17,6 +17,7 @@
   let previous = null; // { at, doc }
   const replicaTotals = new Map(); // replica id -> { at, total }
   let polls = 0;
+  let busy = 0; // intervals in which requests were answered
 
   // -- numbers -----------------------------------------------------------------------------
   function quantile(counts, bounds, q) {
@@ -72,6 +73,7 @@
     const done = req.total - was.total;
     if (dt <= 0 || done < 0) return draw(); // a replica left: totals went down, skip this interval
     const rps = done / dt;
+    if (done > 0) document.body.dataset.busy = String(++busy);
     const limited = Math.max(0, req.rate_limited - was.rate_limited) / dt;
     const errors = Math.max(0, (req.by_status["5xx"] || 0) - (was.by_status["5xx"] || 0)) / dt;
     const lat = doc.latency, before = prev.doc.latency;

@@ -88,7 +88,10 @@ def live_gateway() -> Iterator[GatewayProcess]:
         with httpx.Client(base_url=gateway.url, timeout=5) as client:
             while not stop.is_set() and time.monotonic() < deadline:
                 for _ in range(10):
-                    client.get("/api/users")
+                    try:
+                        client.get("/api/users")
+                    except httpx.HTTPError:  # the gateway is stopping at the end of the test
+                        break
                 time.sleep(0.01)
 
     try:
@@ -134,7 +137,11 @@ def test_charts_draw_live_data_in_headless_chromium(live_gateway: GatewayProcess
     assert re.search(r"<td>orders</td><td><span class=\"state open\">open</span>", dom.stdout)
     assert "(this)" in dom.stdout  # the per-replica table
     tiles = dict(re.findall(r'id="t-([a-z0-9]+)">([^<]*)<', dom.stdout))
-    assert tiles["rps"] not in ("–", "0.0") and tiles["p50"].endswith("ms"), tiles
+    # Chromium fast-forwards page time, so two polls can be a few real milliseconds apart on a
+    # busy machine: the last interval may have seen no request. Some interval must have.
+    assert int(attrs.get("busy", 0)) >= 1, attrs
+    assert re.fullmatch(r"\d+\.\d", tiles["rps"]), tiles
+    assert tiles["p50"].endswith("ms") or (tiles["rps"] == "0.0" and tiles["p50"] == "–"), tiles
 
     shot_path = tmp_path / "dashboard.png"
     shot = browse(url, f"--screenshot={shot_path}")
