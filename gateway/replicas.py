@@ -27,6 +27,11 @@ log = logging.getLogger("gateway.replicas")
 TTL_INTERVALS = 3  # a replica that missed this many heartbeats is gone
 
 
+def heartbeat_ttl_ms(interval: float) -> int:
+    """How long what a replica announces every `interval` seconds outlives a missed beat."""
+    return max(1, round(interval * TTL_INTERVALS * 1000))
+
+
 class ReplicaRegistry:
     """This replica's heartbeat, and the cluster's live replica count."""
 
@@ -34,7 +39,7 @@ class ReplicaRegistry:
         self.store = store
         self.replica_id = replica_id
         self.interval = config.rate_limit.heartbeat_interval
-        self.ttl_ms = max(1, round(self.interval * TTL_INTERVALS * 1000))
+        self.ttl_ms = heartbeat_ttl_ms(self.interval)
         prefix = config.redis.key_prefix
         self.set_key = f"{prefix}:{{replicas}}"
         self.info_key = f"{prefix}:{{replicas}}:{replica_id}"

@@ -20,12 +20,11 @@ import time
 from typing import Any, NamedTuple
 
 from gateway.config import GatewayConfig
+from gateway.replicas import heartbeat_ttl_ms
 from gateway.stats import RequestStats
 from gateway.store import Store, StoreError
 
 log = logging.getLogger("gateway.metrics")
-
-TTL_INTERVALS = 3
 
 
 class ReplicaSnapshot(NamedTuple):
@@ -51,7 +50,7 @@ class ClusterStats:
         self.stats = stats
         self.replica_id = replica_id
         self.interval = config.rate_limit.heartbeat_interval
-        self.ttl_ms = max(1, round(self.interval * TTL_INTERVALS * 1000))
+        self.ttl_ms = heartbeat_ttl_ms(self.interval)  # a snapshot lives as long as a heartbeat
         prefix = config.redis.key_prefix
         self.hash_key = f"{prefix}:{{stats}}:snapshots"
         self.seen_key = f"{prefix}:{{stats}}:seen"
