@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from tests.support.inproc import running_service
 from tests.support.processes import MockService, RedisServer
 
 
@@ -33,3 +34,10 @@ def mock_services() -> Iterator[dict[str, MockService]]:
     finally:
         for svc in started.values():
             svc.stop()
+
+
+@pytest.fixture
+async def users_url() -> AsyncIterator[str]:
+    """The users mock service in the test's own event loop; its base URL."""
+    async with running_service("users") as url:
+        yield url

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.cluster import Services
+from tests.support.cluster import RedisCluster, Services
 
 RATE_LIMIT = 10  # the `default` tier: requests per minute, per consumer, cluster-wide
 CONSUMERS = ("exact", "burst", "kill", "sentinel", "front")
@@ -40,3 +40,10 @@ def services() -> Iterator[Services]:
         pytest.skip("redis-server is not installed")
     with Services() as started:
         yield started
+
+
+@pytest.fixture(scope="module")
+def redis_cluster() -> Iterator[RedisCluster]:
+    """A local 3-master Redis Cluster, one per test module."""
+    with RedisCluster() as cluster:
+        yield cluster

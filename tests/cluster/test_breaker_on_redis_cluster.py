@@ -7,7 +7,6 @@ real slot checks (CROSSSLOT shows only there; fakeredis has no Cluster emulation
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -27,12 +26,6 @@ from tests.breaker.test_transitions import *  # noqa: F403
 from tests.support.cluster import RedisCluster
 
 pytestmark = [pytest.mark.redis, pytest.mark.cluster]
-
-
-@pytest.fixture(scope="module")
-def redis_cluster() -> Iterator[RedisCluster]:
-    with RedisCluster() as cluster:
-        yield cluster
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ spanning nodes in a way the policy did not expect, only shows here.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -22,12 +22,6 @@ from tests.cache.test_policy import _remember_config  # noqa: F401 - an autouse 
 from tests.support.cluster import RedisCluster
 
 pytestmark = [pytest.mark.redis, pytest.mark.cluster]
-
-
-@pytest.fixture(scope="module")
-def redis_cluster() -> Iterator[RedisCluster]:
-    with RedisCluster() as cluster:
-        yield cluster
 
 
 @pytest.fixture

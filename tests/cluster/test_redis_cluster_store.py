@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -14,12 +14,6 @@ from gateway.topology import ClusterStore, make_store
 from tests.support.cluster import RedisCluster, wait_until
 
 pytestmark = [pytest.mark.redis, pytest.mark.cluster]
-
-
-@pytest.fixture(scope="module")
-def redis_cluster() -> Iterator[RedisCluster]:
-    with RedisCluster() as cluster:
-        yield cluster
 
 
 @pytest.fixture

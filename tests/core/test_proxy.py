@@ -29,12 +29,6 @@ def base_config(urls: dict[str, str], **extra: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-async def users_url() -> AsyncIterator[str]:
-    async with running_service("users") as url:
-        yield url
-
-
-@pytest.fixture
 async def gw(users_url: str) -> AsyncIterator[httpx.AsyncClient]:
     config = base_config({"users": users_url})
     config["routes"]["/api/stripped"] = {"service": "users", "strip_prefix": True}

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.inproc import running_gateway, running_service
+from tests.support.inproc import running_gateway
 
 
 def gateway_config(users_url: str, **extra: Any) -> dict[str, Any]:
@@ -22,12 +22,6 @@ def gateway_config(users_url: str, **extra: Any) -> dict[str, Any]:
     }
     config.update(extra)
     return config
-
-
-@pytest.fixture
-async def users_url() -> AsyncIterator[str]:
-    async with running_service("users") as url:
-        yield url
 
 
 @pytest.fixture
