@@ -112,9 +112,7 @@ class HotPath:
         if b"?" in raw_path:  # some servers leave the query on raw_path
             raw_path = raw_path.split(b"?", 1)[0]
 
-        early = self._check(route, method, raw_path, content_length, header_bytes, rid, duplicate)
-        if early is None and refused is not None:
-            early = problem(refused[0], refused[1], request_id=rid, kind=refused[2])
+        early = self._check(route, method, raw_path, content_length, header_bytes, rid, duplicate, refused)
         if early is not None:
             await self._send(send, early, rid, route.service, started, method)
             elapsed = time.perf_counter() - started
@@ -157,7 +155,8 @@ class HotPath:
             self.spans.record(ctx, trace, response.status, elapsed)
 
     def _check(self, route: Route, method: str, raw_path: bytes, content_length: bytes | None,
-               header_bytes: int, rid: str, duplicate: bytes | None = None) -> Response | None:
+               header_bytes: int, rid: str, duplicate: bytes | None = None,
+               refused: tuple[int, str, str] | None = None) -> Response | None:
         reason = unsafe_path_reason(raw_path)
         if reason is not None:
             return problem(400, reason, request_id=rid, kind="unsafe-path")
@@ -178,6 +177,8 @@ class HotPath:
                 return problem(400, "Content-Length is not a number", request_id=rid)
             if length > self.max_body_bytes:
                 return problem(413, f"request body exceeds {self.max_body_bytes} bytes", request_id=rid)
+        if refused is not None:  # no Host, an unsupported transfer coding or upgrade
+            return problem(refused[0], refused[1], request_id=rid, kind=refused[2])
         return None
 
     async def _send(self, send: Send, response: Response, rid: str, service: str, started: float,
