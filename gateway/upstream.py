@@ -32,15 +32,16 @@ SMALL_BODY = 64 * 1024  # bytes; larger or unknown-length bodies stream
 
 
 # Headers aiohttp would add by itself; a forwarded request carries the client's headers only.
-NO_AUTO_HEADERS = ("User-Agent", "Accept-Encoding", "Accept", "Content-Type")
-_NO_AUTO: CIMultiDict[None] = CIMultiDict((name, None) for name in sorted(NO_AUTO_HEADERS))
+_NO_AUTO: CIMultiDict[None] = CIMultiDict(
+    (name, None) for name in ("Accept", "Accept-Encoding", "Content-Type", "User-Agent"))
 
 
 class UpstreamRequest(aiohttp.ClientRequest):
     """aiohttp's request without its automatic headers.
 
-    With `skip_auto_headers`, aiohttp copies every request's headers and builds the skip list
-    anew to decide which defaults to add; a proxy adds none, so that per-request work goes.
+    The session's `skip_auto_headers` would do the same, but aiohttp then copies every request's
+    headers and builds the skip list anew to decide which defaults to add; a proxy adds none, so
+    this class skips them all and that per-request work goes.
     """
 
     def update_auto_headers(self, skip_auto_headers: Any) -> None:
@@ -82,8 +83,7 @@ class UpstreamPool:
             connector=connector,
             auto_decompress=False,  # bodies go through as received, Content-Encoding intact
             cookie_jar=aiohttp.DummyCookieJar(),  # never carry one client's cookies to another
-            skip_auto_headers=NO_AUTO_HEADERS,
-            request_class=UpstreamRequest,
+            request_class=UpstreamRequest,  # no User-Agent, Accept(-Encoding), Content-Type
             timeout=aiohttp.ClientTimeout(total=None),
             read_bufsize=_CHUNK,
         )
