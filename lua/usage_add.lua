@@ -9,7 +9,8 @@
 -- Returns the number of deltas that went to "_other".
 local key = KEYS[1]
 local cap = tonumber(ARGV[1])
-local tracked = tonumber(redis.call('HGET', key, '_tracked') or '0')
+local before = tonumber(redis.call('HGET', key, '_tracked') or '0')
+local tracked = before
 local overflow = 0
 for i = 2, #ARGV, 2 do
   local field, amount = ARGV[i], tonumber(ARGV[i + 1])
@@ -24,7 +25,6 @@ for i = 2, #ARGV, 2 do
   end
   if not known and tracked < cap then
     tracked = tracked + 1
-    redis.call('HSET', key, '_tracked', tracked)
     known = true
   end
   if known then
@@ -33,5 +33,8 @@ for i = 2, #ARGV, 2 do
     redis.call('HINCRBY', key, '_other|' .. kind, amount)
     overflow = overflow + 1
   end
+end
+if tracked ~= before then
+  redis.call('HSET', key, '_tracked', tracked)
 end
 return overflow

@@ -82,10 +82,11 @@ class UsageRecorder:
         out: dict[str, dict[str, int]] = {}
         tracked = 0
         for field, value in items:
-            name, _, kind = _text(field).rpartition("|")
-            if not name:  # the "_tracked" count
+            text = _text(field)
+            if text == _TRACKED:
                 tracked = int(value)
                 continue
+            name, _, kind = text.rpartition("|")
             out.setdefault(name, {})[kind] = int(value)
         # Deltas not yet flushed belong to the totals too (as the script will file them).
         for field, amount in self._pending.items():
