@@ -40,7 +40,7 @@ from pathlib import Path
 
 import yaml
 
-from gateway.localcluster import free_port  # one loopback port picker for all
+from gateway.localcluster import free_port, terminate  # one port picker, one stop, for all
 
 ROOT = Path(__file__).resolve().parent.parent
 PATH = "/api/down/items"
@@ -237,12 +237,7 @@ def main() -> int:
         return 0
     finally:
         for proc in reversed(procs):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            terminate(proc, timeout=10)
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ from typing import Any
 
 import yaml
 
-from gateway.localcluster import free_port  # one loopback port picker for all
+from gateway.localcluster import free_port, terminate  # one port picker, one stop, for all
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "latest.md"
@@ -150,13 +150,7 @@ class Processes:
         return proc
 
     def stop(self, proc: subprocess.Popen[bytes]) -> None:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=8)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
+        terminate(proc, timeout=8)
 
     def stop_all(self) -> None:
         for _, proc in reversed(self.children):

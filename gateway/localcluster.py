@@ -75,6 +75,18 @@ def wait_answering(url: str, procs: list[subprocess.Popen[bytes]], timeout: floa
     return False
 
 
+def terminate(proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """SIGTERM `proc` and wait up to `timeout` seconds for it to exit; SIGKILL it if it does not."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5)
+
+
 class RoundRobinFront:
     """A TCP front: each new connection is piped to the next gateway that accepts it."""
 

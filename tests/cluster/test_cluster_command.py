@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from tests.support.cluster import wait_until
-from tests.support.processes import ROOT, free_port
+from tests.support.processes import ROOT, free_port, terminate
 
 pytestmark = [pytest.mark.redis, pytest.mark.cluster]
 
@@ -99,12 +99,7 @@ def running() -> Iterator[RunningCluster]:
             raise RuntimeError(f"gateway cluster did not start:\n{log}")
         yield RunningCluster(proc, front, members, stderr_path)
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        terminate(proc, timeout=30)
         for member in members:  # never leave a child behind, even when the command failed
             if alive(member.pid):
                 os.kill(member.pid, signal.SIGKILL)

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from gateway.localcluster import free_port  # one loopback port picker for all
+from gateway.localcluster import free_port, terminate  # one port picker, one stop, for all
 
 ROOT = Path(__file__).resolve().parents[2]
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -60,14 +60,8 @@ class Process:
         return self.proc is not None and self.proc.poll() is None
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
+        if self.proc is not None:
+            terminate(self.proc, timeout)
 
     def kill(self) -> None:
         """SIGKILL: a crash, no goodbye."""
