@@ -126,12 +126,9 @@ async def in_process(config: dict, n: int = 20000) -> dict[str, float]:  # type:
     route = RouteTable.from_config(cfg).match(PATH)
     assert route is not None
 
-    async def receive() -> dict:  # type: ignore[type-arg]
-        return {"type": "http.request"}
-
     took = []
     for _ in range(n):
-        ctx = RequestContext(scope={}, receive=receive, request_id="bench", method="GET",
+        ctx = RequestContext(request_id="bench", method="GET",
                              path=PATH, raw_path=PATH.encode(), query_string=b"", headers=[],
                              client_ip="127.0.0.1", scheme="http", route=route)
         t = time.perf_counter()

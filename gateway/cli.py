@@ -81,39 +81,12 @@ def _check_config(path: str | None) -> int:
 
 def _serve(config_file: str, host: str, port: int, workers: int = 1, grace: float = 30.0,
            text_logs: bool = False) -> int:
-    import uvicorn
+    from gateway.serve import run
 
-    os.environ["GATEWAY_CONFIG"] = str(Path(config_file).resolve())
+    os.environ["GATEWAY_CONFIG"] = str(Path(config_file).resolve())  # workers read it too
     if text_logs:
         os.environ["GATEWAY_LOGGING__FORMAT"] = "text"
-    options = dict(
-        host=host, port=port, factory=True, lifespan="on", access_log=False,
-        server_header=False, date_header=False, proxy_headers=False, timeout_keep_alive=30, timeout_graceful_shutdown=grace,
-        http="httptools", log_level="warning",
-        # No WebSocket server: an upgrade request reaches the hot path as plain HTTP and gets a
-        # clear 501 problem there (uvicorn's own refusal is a bare 403).
-        ws="none",
-    )
-    try:
-        import uvloop  # noqa: F401
-
-        options["loop"] = "uvloop"
-    except ImportError:
-        pass
-    config = uvicorn.Config("gateway.entry:create_app", workers=workers, **options)  # type: ignore[arg-type]
-    server = uvicorn.Server(config)
-    if workers > 1:
-        from uvicorn.supervisors import Multiprocess
-
-        sock = config.bind_socket()
-        Multiprocess(config, sockets=[sock]).run()
-        return 0
-    # uvicorn re-raises the stop signal after its graceful shutdown so that the process dies
-    # "by signal"; a drained, orderly stop should exit 0, so that re-raise lands on a no-op.
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: None)
-    server.run()
-    return 0 if server.started else 1
+    return run(os.environ["GATEWAY_CONFIG"], host, port, workers, grace)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -87,6 +87,7 @@ class ServiceSettings(Section):
     connect_timeout: float = Field(2, gt=0)
     health_path: str = "/health"
     health_interval: float = Field(10, gt=0)
+    ca_file: str | None = Field(None, description="PEM CA bundle to verify https:// upstreams with")
     circuit_breaker: dict[str, Any] | None = None
 
     @field_validator("url")
@@ -98,6 +99,13 @@ class ServiceSettings(Section):
     @classmethod
     def _targets(cls, value: list[str]) -> list[str]:
         return [_check_http_url(v) for v in value]
+
+    @field_validator("ca_file")
+    @classmethod
+    def _ca_file(cls, value: str | None) -> str | None:
+        if value is not None and not os.path.isfile(value):
+            raise ValueError(f"no such file: {value!r}")
+        return value
 
     @field_validator("health_path")
     @classmethod
@@ -323,10 +331,21 @@ class RedisSettings(Section):
 
 
 class ProxySettings(Section):
+    """The data plane: what a client may send and how long it may take, the upstream pools."""
+
     trusted_proxies: list[str] = Field(default_factory=list)
     max_body_bytes: int = Field(128 * 1024 * 1024, ge=0, description="0 means unlimited")
     max_header_bytes: int = Field(32 * 1024, ge=1024)
-    pool_size: int = Field(256, ge=1, description="keep-alive connections per process")
+    max_url_bytes: int = Field(8192, ge=256, description="longest request target (414 beyond)")
+    max_headers: int = Field(100, ge=8, description="most header fields in a request (431 beyond)")
+    max_pipelined: int = Field(16, ge=1, description="queued pipelined requests per connection")
+    header_timeout: float = Field(10, gt=0, description="seconds to receive a request head (408)")
+    idle_timeout: float = Field(60, gt=0, description="seconds a keep-alive connection may idle")
+    body_timeout: float = Field(60, gt=0, description="longest gap while a request body arrives (408)")
+    send_timeout: float = Field(60, gt=0, description="longest a client may leave a response unread")
+    pool_size: int = Field(256, ge=1, description="connections per upstream target, per process")
+    pool_timeout: float = Field(5, gt=0, description="seconds to wait for a free upstream connection (503)")
+    upstream_keepalive: float = Field(30, gt=0, description="seconds an idle upstream connection is kept")
 
     @field_validator("trusted_proxies")
     @classmethod

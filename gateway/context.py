@@ -5,12 +5,19 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from gateway.routing import Route
 
-Headers = list[tuple[bytes, bytes]]  # lower-case names, as ASGI carries them
+Headers = list[tuple[bytes, bytes]]  # lower-case names, as the engine carries them
+
+
+class RequestBody(Protocol):
+    """The client's request body as it arrives: `await read()` gives the next chunk, b"" at
+    the end (the engine's `BodyStream`)."""
+
+    async def read(self) -> bytes: ...
 
 
 @dataclass(slots=True)
@@ -53,7 +60,7 @@ class UpstreamOutcome:
     """What the upstream did, for the breaker and the metrics. `failure` is None on success."""
 
     status: int | None = None
-    failure: str | None = None  # "connect" | "reset" | "timeout" | "status"
+    failure: str | None = None  # "connect" | "reset" | "timeout" | "protocol" | "pool" | "status"
     duration: float = 0.0  # seconds
     target: str = ""
 
@@ -62,8 +69,6 @@ class UpstreamOutcome:
 class RequestContext:
     """Everything the hot path knows about one request."""
 
-    scope: dict[str, Any]
-    receive: Callable[[], Awaitable[dict[str, Any]]]
     request_id: str
     method: str
     path: str  # percent-decoded, used for matching
@@ -73,7 +78,12 @@ class RequestContext:
     client_ip: str
     scheme: str
     route: Route
+    body: RequestBody | None = None  # None when the request has no body
+    client_headers: Headers = field(default_factory=list)  # as received, before any edit
     has_body: bool = False  # the client sent Content-Length > 0 or Transfer-Encoding
+    chunked: bool = False  # ... with Transfer-Encoding: chunked (no length known)
+    # Sends a 1xx interim response (103 Early Hints) to the client before the final one.
+    interim: Callable[[int, Headers], None] | None = None
     started: float = field(default_factory=time.perf_counter)
     consumer: Consumer | None = None
     target: str | None = None  # upstream base URL chosen for this request (breaker may pick it)

@@ -1,108 +1,115 @@
-"""The upstream call: the terminal handler of the policy chain, on one aiohttp session.
+"""The upstream call: the terminal handler of the policy chain, on the engine's connection pools.
 
-Bodies stream both ways: the request body is read from the ASGI `receive` as the upstream
-accepts it, and the response body is handed back as an async iterator, so a 100 MB upload or
-download never sits in memory. Nothing is retried once any of the request may have been sent
-(a request is forwarded intact or refused, never sent twice); the one retry is an idempotent
-request without a body whose pooled keep-alive connection turned out to be closed.
+Bodies stream both ways: the request body goes upstream as the client sends it (the client's
+connection stops being read while the upstream's socket is full), and the response body comes
+back as an async iterator, so a 100 MB upload or download never sits in memory. A small body of
+known length (at most `SMALL_BODY`) is read whole first, the way nginx's proxy_buffering does:
+one write to the client, the connection back in its pool at once, and an upstream that breaks
+mid-body still gets a clean 502 instead of a cut response.
 
-Timeouts follow nginx's `proxy_*_timeout` idea: `connect_timeout` to connect, then the
-service's `timeout` both for the response head and for every gap while reading the body.
+Nothing is retried once any of the request may have been processed (a request is forwarded
+intact or refused, never sent twice): the one retry is an idempotent request without a body
+whose reused keep-alive connection closed before any byte of a response came back.
+
+Timeouts follow nginx's `proxy_*_timeout` idea: `connect_timeout` to connect, then the service's
+`timeout` (or the route's) both for the response head and for every gap while reading the body.
 """
 
 from __future__ import annotations
 
 import itertools
+import ssl
 import time
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from urllib.parse import urlsplit
 
-import aiohttp
-from multidict import CIMultiDict
-from yarl import URL
-
+from gateway.background import Periodic
 from gateway.config import GatewayConfig, ServiceSettings
-from gateway.context import Headers, RequestContext, Response, UpstreamOutcome
+from gateway.context import Headers, RequestBody, RequestContext, Response, UpstreamOutcome
+from gateway.engine.client import Exchange, TargetPool, UpstreamError, send
+from gateway.engine.server import BodyTimeout, ClientGone
 from gateway.forwarding import strip_hop_by_hop
 from gateway.problem import problem
 
 IDEMPOTENT_NO_BODY = frozenset({"GET", "HEAD", "OPTIONS", "DELETE", "TRACE"})
-_CHUNK = 64 * 1024
 SMALL_BODY = 64 * 1024  # bytes; larger or unknown-length bodies stream
 
-
-# Headers aiohttp would add by itself; a forwarded request carries the client's headers only.
-_NO_AUTO: CIMultiDict[None] = CIMultiDict(
-    (name, None) for name in ("Accept", "Accept-Encoding", "Content-Type", "User-Agent"))
-
-
-class UpstreamRequest(aiohttp.ClientRequest):
-    """aiohttp's request without its automatic headers.
-
-    The session's `skip_auto_headers` would do the same, but aiohttp then copies every request's
-    headers and builds the skip list anew to decide which defaults to add; a proxy adds none, so
-    this class skips them all and that per-request work goes.
-    """
-
-    def update_auto_headers(self, skip_auto_headers: Any) -> None:
-        self._skip_auto_headers = _NO_AUTO  # read-only for aiohttp: one shared instance
+# Not forwarded: the gateway answers `Expect` itself, and sets Host to the target's.
+_NOT_FORWARDED = frozenset({b"host", b"expect"})
 
 
 class BodyTooLarge(Exception):
     """The request body grew past `proxy.max_body_bytes` while streaming."""
 
 
-class ClientGone(Exception):
-    """The client disconnected before its request body was read."""
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One upstream base URL, parsed once."""
+
+    url: str
+    host: str
+    port: int
+    tls: bool
+    host_header: bytes  # what the upstream sees as Host
+    base_path: bytes  # a path in the service URL, prefixed to every request's path
+
+
+def parse_target(url: str) -> Target:
+    parts = urlsplit(url)
+    tls = parts.scheme == "https"
+    default = 443 if tls else 80
+    port = parts.port or default
+    host = parts.hostname or ""
+    shown = f"[{host}]" if ":" in host else host
+    host_header = shown if port == default else f"{shown}:{port}"
+    return Target(url, host, port, tls, host_header.encode("idna"), parts.path.rstrip("/").encode())
+
+
+def tls_context(ca_file: str | None) -> ssl.SSLContext:
+    """Verification on, always: the system CAs, or the service's own bundle."""
+    context = ssl.create_default_context(cafile=ca_file)
+    context.set_alpn_protocols(["http/1.1"])
+    return context
 
 
 class UpstreamPool:
-    """One aiohttp ClientSession per process, with a keep-alive pool and per-service settings."""
+    """The terminal handler: one keep-alive pool per upstream target, per-service settings."""
 
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
-        self.session: aiohttp.ClientSession | None = None
         self._rr = {name: itertools.cycle(s.upstreams) for name, s in config.services.items()}
-        self._timeouts = {
-            name: aiohttp.ClientTimeout(
-                total=None, sock_connect=s.connect_timeout, sock_read=s.timeout
-            )
-            for name, s in config.services.items()
-        }
-        self._route_timeouts: dict[tuple[str, float], aiohttp.ClientTimeout] = {}
+        self.targets: dict[str, Target] = {}
+        self._tls: dict[str, ssl.SSLContext | None] = {}
+        for service in config.services.values():
+            context = None
+            for url in service.upstreams:
+                self.targets[url] = target = parse_target(url)
+                if target.tls:
+                    context = context or tls_context(service.ca_file)
+                    self._tls[url] = context
+        self.pools: dict[str, TargetPool] = {}
+        self._sweeper: Periodic | None = None
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(
-            limit=self.config.proxy.pool_size,
-            limit_per_host=0,
-            keepalive_timeout=30,
-            ttl_dns_cache=10,
-            enable_cleanup_closed=True,
-        )
-        self.session = aiohttp.ClientSession(
-            connector=connector,
-            auto_decompress=False,  # bodies go through as received, Content-Encoding intact
-            cookie_jar=aiohttp.DummyCookieJar(),  # never carry one client's cookies to another
-            request_class=UpstreamRequest,  # no User-Agent, Accept(-Encoding), Content-Type
-            timeout=aiohttp.ClientTimeout(total=None),
-            read_bufsize=_CHUNK,
-        )
+        proxy = self.config.proxy
+        for url, target in self.targets.items():
+            self.pools[url] = TargetPool(target.host, target.port, tls=self._tls.get(url),
+                                         limit=proxy.pool_size, wait_timeout=proxy.pool_timeout,
+                                         keepalive=proxy.upstream_keepalive)
+        self._sweeper = Periodic(min(5.0, proxy.upstream_keepalive / 2), self._sweep,
+                                 "upstream pool sweep")
+        self._sweeper.start()
+
+    async def _sweep(self) -> None:
+        for pool in self.pools.values():
+            pool.sweep()
 
     async def close(self) -> None:
-        if self.session is not None:
-            await self.session.close()
-
-    def _timeout(self, ctx: RequestContext) -> aiohttp.ClientTimeout:
-        route_timeout = ctx.route.settings.timeout
-        if route_timeout is None:
-            return self._timeouts[ctx.service]
-        key = (ctx.service, route_timeout)
-        found = self._route_timeouts.get(key)
-        if found is None:
-            connect = self.config.services[ctx.service].connect_timeout
-            found = self._route_timeouts[key] = aiohttp.ClientTimeout(
-                total=None, sock_connect=connect, sock_read=route_timeout)
-        return found
+        if self._sweeper is not None:
+            await self._sweeper.stop()
+        for pool in self.pools.values():
+            pool.close()
 
     def pick_target(self, service: str) -> str:
         return next(self._rr[service])
@@ -111,139 +118,141 @@ class UpstreamPool:
         return self.config.services[service]
 
     async def __call__(self, ctx: RequestContext) -> Response:
-        """The terminal handler: forward `ctx` and return the upstream's streaming response."""
-        assert self.session is not None, "UpstreamPool.start() was not awaited"
-        service = self.settings(ctx.service)
-        target = ctx.target or self.pick_target(ctx.service)
-        head_timeout = ctx.route.settings.timeout or service.timeout
-        path = ctx.route.upstream_path(ctx.raw_path)
-        url = URL(target + path.decode("latin-1") + (
-            "?" + ctx.query_string.decode("latin-1") if ctx.query_string else ""), encoded=True)
-        # A plain list: aiohttp merges it into a CIMultiDict of its own anyway.
-        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in ctx.headers if k != b"host"]
+        """The terminal handler: forward `ctx` and return the upstream's response."""
+        service = self.config.services[ctx.service]
+        url = ctx.target or self.pick_target(ctx.service)
+        target = self.targets[url]
+        pool = self.pools[url]
+        stall = ctx.route.settings.timeout or service.timeout
+        head = _request_head(ctx, target)
         has_body = ctx.has_body
-        outcome = ctx.upstream = UpstreamOutcome(target=target)
+        outcome = ctx.upstream = UpstreamOutcome(target=url)
         started = time.perf_counter()
-        attempts = 1 if has_body or ctx.method not in IDEMPOTENT_NO_BODY else 2
-        upstream: aiohttp.ClientResponse | None = None
-        for attempt in range(attempts):
+        retry = not has_body and ctx.method in IDEMPOTENT_NO_BODY
+        body = _limited(ctx.body, ctx.state.get("max_body_bytes", 0)) if has_body and ctx.body else None
+        try:
             try:
-                # sock_read bounds the wait for the response head and every gap in the body.
-                upstream = await self.session.request(
-                    ctx.method,
-                    url,
-                    headers=headers,
-                    data=_request_body(ctx) if has_body else None,
-                    timeout=self._timeout(ctx),
-                    allow_redirects=False,
-                    compress=None,
-                    auto_decompress=False,
-                )
-                break
-            except (BodyTooLarge, ClientGone, TimeoutError, aiohttp.ClientError) as exc:
-                failure = _classify(exc)
-                if failure == "stale" and attempt + 1 < attempts:
-                    continue  # a stale pooled keep-alive connection; nothing was processed
-                return self._answer_failure(ctx, outcome, started, failure, exc, head_timeout)
-        assert upstream is not None
-        outcome.status = upstream.status
-        length = upstream.content_length
-        if length is not None and length <= SMALL_BODY and ctx.method != "HEAD":
-            # A small body is read whole before answering (nginx's proxy_buffering does the
-            # same): one ASGI send for the body, the connection back in the pool at once, and
-            # an upstream that breaks mid-body still gets a clean 502 instead of a cut response.
-            try:
-                body = await upstream.read()
-            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-                upstream.release()
-                return self._answer_failure(ctx, outcome, started, _classify(exc), exc, head_timeout)
-            outcome.duration = time.perf_counter() - started
-            return Response(status=upstream.status, headers=_response_headers(upstream.raw_headers),
-                            body=body)
+                ex = await send(pool, head, body, chunked=ctx.chunked, head_only=ctx.method == "HEAD",
+                                stall=stall, connect_timeout=service.connect_timeout,
+                                small_body=SMALL_BODY, on_interim=_interim(ctx))
+            except UpstreamError as exc:
+                if not (retry and exc.retryable):
+                    raise
+                # A stale keep-alive connection: nothing was processed; once more, on a new one.
+                ex = await send(pool, head, None, chunked=False, head_only=ctx.method == "HEAD",
+                                stall=stall, connect_timeout=service.connect_timeout,
+                                small_body=SMALL_BODY, on_interim=_interim(ctx), fresh=True)
+            outcome.status = ex.status
+            headers = strip_hop_by_hop(ex.headers)
+            if ex.reads_whole:
+                data = await ex.read_whole()
+                outcome.duration = time.perf_counter() - started
+                return Response(status=ex.status, headers=headers, body=data)
+            if ex.stream is None:  # HEAD, 204, 304 or an empty body
+                outcome.duration = time.perf_counter() - started
+                return Response(status=ex.status, headers=headers, body=ex.body or b"")
+        except UpstreamError as exc:
+            return self._answer_failure(ctx, outcome, started, exc.kind, exc.reason, stall)
+        except BodyTooLarge:
+            return self._refuse(ctx, outcome, started, 413,
+                                f"request body exceeds {ctx.state.get('max_body_bytes')} bytes")
+        except BodyTimeout as exc:
+            return self._refuse(ctx, outcome, started, 408, str(exc), kind="body-timeout")
+        except ClientGone:
+            ctx.client_disconnected = True
+            return self._refuse(ctx, outcome, started, 499, "client closed the request")
         outcome.duration = time.perf_counter() - started
-        return Response(
-            status=upstream.status,
-            headers=_response_headers(upstream.raw_headers),
-            stream=_response_body(upstream, ctx, outcome, started),
-            close=upstream.release,
-        )
+        return Response(status=ex.status, headers=headers, stream=_ResponseBody(ex, outcome, started),
+                        close=ex.release)
+
+    def _refuse(self, ctx: RequestContext, outcome: UpstreamOutcome, started: float, status: int,
+                detail: str, kind: str | None = None) -> Response:
+        """The client's side failed (body too large, stalled, gone): not the upstream's fault."""
+        outcome.duration = time.perf_counter() - started
+        return problem(status, detail, request_id=ctx.request_id, kind=kind)
 
     def _answer_failure(self, ctx: RequestContext, outcome: UpstreamOutcome, started: float,
-                        failure: str, exc: BaseException, head_timeout: float) -> Response:
+                        failure: str, reason: str, stall: float) -> Response:
         outcome.duration = time.perf_counter() - started
-        if failure == "too_large":
-            return problem(413, f"request body exceeds {ctx.state.get('max_body_bytes')} bytes",
-                           request_id=ctx.request_id)
-        if failure == "client_gone":
-            ctx.client_disconnected = True
-            return problem(499, "client closed the request", request_id=ctx.request_id)
-        if failure == "stale":
-            failure = "reset"
         outcome.failure = failure
+        if failure == "pool":
+            return problem(503, f"upstream {ctx.service} is at its connection limit ({reason})",
+                           request_id=ctx.request_id, service=ctx.service, kind="upstream-pool-full",
+                           headers=[(b"retry-after", b"1")])
         detail = {
-            "connect": f"could not connect to the upstream ({_reason(exc)})",
-            "timeout": f"upstream did not answer within {head_timeout:g}s",
-            "reset": f"upstream connection failed ({_reason(exc)})",
+            "connect": f"could not connect to the upstream ({reason})",
+            "timeout": f"upstream did not answer within {stall:g}s",
+            "reset": f"upstream connection failed ({reason})",
+            "protocol": f"upstream sent an invalid response ({reason})",
         }[failure]
         return problem(504 if failure == "timeout" else 502, detail, request_id=ctx.request_id,
                        service=ctx.service, kind=f"upstream-{failure}")
 
 
-def _classify(exc: BaseException) -> str:
-    """too_large | client_gone | connect | timeout | stale | reset."""
-    for err in (exc, exc.__cause__):
-        if isinstance(err, BodyTooLarge):
-            return "too_large"
-        if isinstance(err, ClientGone):
-            return "client_gone"
-    if isinstance(exc, aiohttp.ConnectionTimeoutError | aiohttp.ClientConnectorError):
-        return "connect"
-    if isinstance(exc, TimeoutError):  # includes aiohttp.ServerTimeoutError
-        return "timeout"
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return "stale"
-    return "reset"
+def _request_head(ctx: RequestContext, target: Target) -> bytes:
+    path = ctx.route.upstream_path(ctx.raw_path)
+    if target.base_path:
+        path = target.base_path + path
+    parts = [ctx.method.encode("ascii"), b" ", path]
+    if ctx.query_string:
+        parts += (b"?", ctx.query_string)
+    parts += (b" HTTP/1.1\r\nhost: ", target.host_header, b"\r\n")
+    for name, value in ctx.headers:
+        if name not in _NOT_FORWARDED:
+            parts += (name, b": ", value, b"\r\n")
+    if ctx.chunked:
+        parts.append(b"transfer-encoding: chunked\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts)
 
 
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return str(exc.os_error.strerror or type(exc.os_error).__name__)
-    if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        return "connect timeout"
-    return type(exc).__name__
+def _interim(ctx: RequestContext) -> Callable[[int, Headers], None] | None:
+    send_interim = ctx.interim
+    if send_interim is None:
+        return None
+
+    def forward(status: int, headers: Headers) -> None:
+        send_interim(status, strip_hop_by_hop(headers))
+
+    return forward
 
 
-async def _request_body(ctx: RequestContext) -> AsyncIterator[bytes]:
-    limit = ctx.state.get("max_body_bytes", 0)
+async def _limited(body: RequestBody, limit: int) -> AsyncIterator[bytes]:
     received = 0
     while True:
-        message = await ctx.receive()
-        if message["type"] == "http.disconnect":
-            raise ClientGone()
-        chunk = message.get("body", b"")
-        if chunk:
-            received += len(chunk)
-            if limit and received > limit:
-                raise BodyTooLarge()
-            yield chunk
-        if not message.get("more_body", False):
+        chunk = await body.read()
+        if not chunk:
             return
+        received += len(chunk)
+        if limit and received > limit:
+            raise BodyTooLarge()
+        yield chunk
 
 
-async def _response_body(upstream: aiohttp.ClientResponse, ctx: RequestContext,
-                         outcome: UpstreamOutcome, started: float) -> AsyncIterator[bytes]:
-    try:
-        async for chunk in upstream.content.iter_any():
-            yield chunk
-    except (TimeoutError, aiohttp.ServerTimeoutError):
-        outcome.failure = "timeout"
-        raise
-    except (aiohttp.ClientError, OSError):
-        outcome.failure = "reset"
-        raise
-    finally:
-        outcome.duration = time.perf_counter() - started
+class _ResponseBody:
+    """The streamed response body; a failure is recorded on the outcome for the breaker."""
 
+    __slots__ = ("ex", "outcome", "started")
 
-def _response_headers(raw: Any) -> Headers:
-    return strip_hop_by_hop([(k.lower(), v) for k, v in raw])
+    def __init__(self, ex: Exchange, outcome: UpstreamOutcome, started: float) -> None:
+        self.ex = ex
+        self.outcome = outcome
+        self.started = started
+
+    def __aiter__(self) -> _ResponseBody:
+        return self
+
+    async def __anext__(self) -> bytes:
+        stream = self.ex.stream
+        assert stream is not None
+        try:
+            chunk = await stream.read()
+        except UpstreamError as exc:
+            self.outcome.failure = exc.kind
+            self.outcome.duration = time.perf_counter() - self.started
+            raise
+        if not chunk:
+            self.outcome.duration = time.perf_counter() - self.started
+            raise StopAsyncIteration
+        return chunk
+

@@ -127,11 +127,12 @@ class Verdict(NamedTuple):
 
 def verdict(status: int | None, failure: str | None, client_disconnected: bool,
             failure_statuses: frozenset[int]) -> Verdict:
-    """Connect errors, resets, timeouts and the configured statuses are failures; 4xx never;
-    a client that went away first says nothing about the upstream."""
+    """Connect errors, resets, timeouts, broken HTTP framing and the configured statuses are
+    failures; 4xx never; a client that went away first says nothing about the upstream, nor
+    does a full connection pool (our own limit)."""
     if client_disconnected:
         return Verdict(False, False)
-    if failure in ("connect", "reset", "timeout"):
+    if failure in ("connect", "reset", "timeout", "protocol"):
         return Verdict(True, False)
     if status is None:
         return Verdict(False, False)

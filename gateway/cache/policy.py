@@ -273,7 +273,7 @@ class CachePolicy:
             return None
         method = ctx.method
         if method == "PURGE":
-            refused = self.admin_allowed(ctx.scope.get("headers") or ctx.headers)
+            refused = self.admin_allowed(ctx.client_headers or ctx.headers)
             if refused is not None:
                 return refused
             ctx.state[self.name] = _Purge(request_url(ctx))
@@ -514,13 +514,10 @@ class CachePolicy:
 
     async def _refresh(self, ctx: RequestContext, st: _Lookup, found: Lookup, call_next: Handler) -> None:
         """Fetch once more in the background (RFC 5861 §3) on a copy of the request."""
-
-        async def no_body() -> dict[str, Any]:
-            return {"type": "http.request", "body": b"", "more_body": False}
-
         copy = dataclasses.replace(
-            ctx, receive=no_body, headers=list(ctx.headers), response_headers=[], upstream=None,
-            after_response=[], state=dict(ctx.state), has_body=False, client_disconnected=False,
+            ctx, body=None, headers=list(ctx.headers), response_headers=[], upstream=None,
+            after_response=[], state=dict(ctx.state), has_body=False, chunked=False,
+            interim=None, client_disconnected=False,
         )
         try:
             response = await self._fetch(copy, st, found, call_next, holding=True)
@@ -589,7 +586,7 @@ def _failure_kind(ctx: RequestContext, response: Response) -> str | None:
     """'disconnected' (no answer from the origin), 'error' (an origin 5xx), or None."""
     if ctx.state.get("breaker_rejected"):
         return "disconnected"
-    if ctx.upstream is not None and ctx.upstream.failure in ("connect", "timeout", "reset"):
+    if ctx.upstream is not None and ctx.upstream.failure in ("connect", "timeout", "reset", "protocol"):
         return "disconnected"
     if response.status in (500, 502, 503, 504):
         return "error"

@@ -33,12 +33,8 @@ def breaker_config(**breaker: Any) -> GatewayConfig:
 
 def make_ctx(config: GatewayConfig, service: str) -> RequestContext:
     prefix = f"/api/{service}"
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
     return RequestContext(
-        scope={}, receive=receive, request_id="req-test", method="GET", path=prefix + "/1",
+        request_id="req-test", method="GET", path=prefix + "/1",
         raw_path=(prefix + "/1").encode(), query_string=b"", headers=[], client_ip="127.0.0.1",
         scheme="http", route=Route(prefix, service, config.routes[prefix]),
     )

@@ -37,12 +37,8 @@ def make_ctx(config: GatewayConfig, url: str = "/api/products/1", *, method: str
     route = RouteTable.from_config(config).match(path)
     assert route is not None
     hdrs = [(b"host", b"gw.test"), *(headers or [])]
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b""}
-
     return RequestContext(
-        scope={"headers": list(hdrs)}, receive=receive, request_id="req", method=method, path=path,
+        client_headers=list(hdrs), request_id="req", method=method, path=path,
         raw_path=path.encode(), query_string=query.encode(), headers=list(hdrs),
         client_ip="203.0.113.7", scheme="http", route=route, consumer=consumer,
     )

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -16,31 +14,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from gateway.metrics.multiproc import MARKER, ProcessFiles, prepare
 from gateway.metrics.series import Sample
 from tests.support.processes import (
-    ROOT,
     GatewayProcess,
     MockService,
     RedisServer,
     services_config,
-    wait_http,
 )
-
-
-class UvicornWorkers(GatewayProcess):
-    """The gateway under uvicorn's own multi-worker supervisor (what `gateway run --workers`
-    runs), started directly so this test does not depend on the CLI's wiring."""
-
-    def start(self) -> None:
-        env = {**os.environ, **self.env, "GATEWAY_CONFIG": self.config_path}
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        code = ("import uvicorn; uvicorn.run('gateway.entry:create_app', factory=True, "
-                f"host='127.0.0.1', port={self.port}, workers={self.workers}, lifespan='on', "
-                "log_level='warning', access_log=False)")
-        self.proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env,
-                                     stdout=self._log, stderr=subprocess.STDOUT)
-        try:
-            wait_http(self.url + "/ready", proc=self.proc, timeout=30)
-        except Exception as exc:
-            raise RuntimeError(f"gateway failed to start: {exc}\n{self.log()}") from exc
 
 
 def stale_file(path: Path) -> None:
@@ -83,7 +61,7 @@ def test_workers_share_one_exposition(redis_server: RedisServer, tmp_path: Path,
     config = services_config({"users": users}, redis={"url": redis_server.url})
     env = {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)} if explicit else {}
     try:
-        with UvicornWorkers(config, workers=2, env=env) as gw:
+        with GatewayProcess(config, workers=2, env=env) as gw:  # `gateway run --workers 2`
             if explicit:
                 assert not (metrics_dir / "counter_999999.db").exists()  # wiped at start-up
             else:

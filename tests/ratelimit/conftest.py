@@ -36,12 +36,7 @@ def make_ctx(
     route = RouteTable.from_config(config).match(path)
     assert route is not None
 
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b""}
-
     return RequestContext(
-        scope={},
-        receive=receive,
         request_id="test-request",
         method=method,
         path=path,

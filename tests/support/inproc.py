@@ -1,21 +1,21 @@
 """The gateway and mock services inside the test's own event loop (fast end-to-end tests).
 
-`running_gateway(config)` serves a real uvicorn server on an ephemeral loopback port, so tests
-talk HTTP to it exactly as a client would; only the process boundary is missing.
+`running_gateway(config)` serves the gateway on the engine, on an ephemeral loopback port, so
+tests talk HTTP to it exactly as a client would; only the process boundary is missing.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-import uvicorn
 from aiohttp import web
 
 from gateway.config import parse_config
+from gateway.engine.server import Server
 from gateway.entry import GatewayApp
+from gateway.serve import limits_from
 from tests.support.processes import free_port
 
 
@@ -38,21 +38,14 @@ async def running_service(name: str) -> AsyncIterator[str]:
 @contextlib.asynccontextmanager
 async def running_gateway(config: dict[str, Any]) -> AsyncIterator[GatewayApp]:
     """A gateway serving `config` on an ephemeral port; yields the app (`app.url` is set)."""
-    app = GatewayApp(parse_config(config))
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(
-        app, host="127.0.0.1", port=port, lifespan="on", access_log=False, log_level="warning",
-        server_header=False, date_header=False, proxy_headers=False, http="httptools", ws="none",
-    ))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-            raise RuntimeError("gateway did not start")
-        await asyncio.sleep(0.01)
-    app.url = f"http://127.0.0.1:{port}"  # type: ignore[attr-defined]
+    parsed = parse_config(config)
+    app = GatewayApp(parsed)
+    server = Server(app, limits_from(parsed.proxy))
+    await app.start()
     try:
+        listener = await server.listen(host="127.0.0.1", port=0)
+        app.url = f"http://127.0.0.1:{listener.sockets[0].getsockname()[1]}"
         yield app
     finally:
-        server.should_exit = True
-        await task
+        await server.shutdown(5.0)
+        await app.close()

@@ -1,0 +1,64 @@
+"""HTTP/1.1 on the wire: message heads, chunked framing, the Date field.
+
+Both directions write through here, so the bytes the engine puts on a socket are built in one
+place. Header names are sent as the engine holds them (lower case, which HTTP/1.1 allows);
+values are sent unchanged (bytes outside ASCII pass as received).
+"""
+
+from __future__ import annotations
+
+import time
+from email.utils import formatdate
+from http import HTTPStatus
+
+Headers = list[tuple[bytes, bytes]]
+
+SERVER = b"pygateway"
+
+_REASONS: dict[int, bytes] = {s.value: s.phrase.encode() for s in HTTPStatus}
+_REASONS[499] = b"Client Closed Request"
+_STATUS_LINES: dict[int, bytes] = {}
+
+_date_cache: list[object] = [0, b""]
+
+
+def http_date() -> bytes:
+    """The IMF-fixdate for now, formatted once per second."""
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache[0], _date_cache[1] = now, formatdate(now, usegmt=True).encode()
+    return _date_cache[1]  # type: ignore[return-value]
+
+
+def status_line(status: int, version: bytes = b"1.1") -> bytes:
+    """`HTTP/1.1 200 OK\\r\\n` (cached per status)."""
+    if version == b"1.1":
+        line = _STATUS_LINES.get(status)
+        if line is None:
+            line = _STATUS_LINES[status] = b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b""))
+        return line
+    return b"HTTP/%s %d %s\r\n" % (version, status, _REASONS.get(status, b""))
+
+
+def reason(status: int) -> bytes:
+    return _REASONS.get(status, b"")
+
+
+def chunk(data: bytes) -> bytes:
+    """One chunk of a chunked body (never call with b"": that is the last-chunk)."""
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+LAST_CHUNK = b"0\r\n\r\n"
+
+
+def valid_field_value(value: bytes) -> bool:
+    """A field value a peer cannot use to split a message (no CR, LF or NUL)."""
+    return b"\r" not in value and b"\n" not in value and b"\0" not in value
+
+
+def valid_field_name(name: bytes) -> bool:
+    return bool(name) and name.isascii() and not any(c in _NOT_TOKEN for c in name)
+
+
+_NOT_TOKEN = frozenset(b' \t\r\n\0"(),/:;<=>?@[\\]{}')

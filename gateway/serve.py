@@ -1,0 +1,192 @@
+"""Running the gateway: one process on a port, or a supervisor of N worker processes on one port.
+
+One process: bind the port (so a busy port fails before anything starts), start the gateway
+(store, policies, pools), then accept connections on uvloop. SIGTERM or SIGINT starts the drain:
+stop accepting, close idle connections, let in-flight requests finish for up to `grace`
+seconds, close the gateway, exit 0.
+
+`--workers N`: N such processes, each with its own socket on the same port (SO_REUSEPORT: the
+kernel spreads new connections over them), supervised: a worker that dies is started again
+(with a growing pause if it keeps dying at once), and SIGTERM drains every worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import sys
+import time
+from typing import Any
+
+from gateway.config import ConfigError, ProxySettings, load_config
+from gateway.engine.server import Limits, Server
+
+log = logging.getLogger("gateway")
+
+
+def limits_from(proxy: ProxySettings) -> Limits:
+    return Limits(
+        max_url_bytes=proxy.max_url_bytes, max_header_bytes=proxy.max_header_bytes,
+        max_headers=proxy.max_headers, header_timeout=proxy.header_timeout,
+        idle_timeout=proxy.idle_timeout, body_timeout=proxy.body_timeout,
+        send_timeout=proxy.send_timeout, max_pipelined=proxy.max_pipelined,
+    )
+
+
+def bind_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """A bound, non-blocking TCP socket (not yet listening)."""
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind(address)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+async def serve_process(config_file: str | None, host: str, port: int, grace: float, *,
+                        reuse_port: bool = False) -> int:
+    """Serve until SIGTERM/SIGINT, then drain; the process's exit code."""
+    from gateway.entry import create_app
+
+    try:
+        config = load_config(config_file)
+    except ConfigError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return 1
+    app = create_app(config)
+    try:
+        sock = bind_socket(host, port, reuse_port=reuse_port)
+    except OSError as exc:
+        log.error("cannot listen on %s:%d: %s", host, port, exc.strerror or exc)
+        return 1
+    server = Server(app, limits_from(config.proxy))
+    try:
+        await app.start()
+    except Exception:
+        log.exception("start-up failed")
+        sock.close()
+        with contextlib.suppress(Exception):
+            await app.close()
+        return 1
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await server.listen(sock=sock)
+    app.url = f"http://{host}:{sock.getsockname()[1]}"
+    log.info("listening on %s (pid %d)", app.url, os.getpid())
+    await stop.wait()
+    log.info("draining: in-flight requests have %gs", grace)
+    app.gateway.draining = True
+    await server.shutdown(grace)
+    await app.close()
+    log.info("stopped")
+    return 0
+
+
+def run(config_file: str | None, host: str, port: int, workers: int = 1, grace: float = 30.0) -> int:
+    """`gateway run`: one process, or a supervisor of `workers` processes."""
+    if workers <= 1:
+        return _run_loop(config_file, host, port, grace, reuse_port=False)
+    return Supervisor(config_file, host, port, workers, grace).run()
+
+
+def _run_loop(config_file: str | None, host: str, port: int, grace: float, *, reuse_port: bool) -> int:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency; plain asyncio still works
+        return asyncio.run(serve_process(config_file, host, port, grace, reuse_port=reuse_port))
+    return uvloop.run(serve_process(config_file, host, port, grace, reuse_port=reuse_port))
+
+
+def _worker(config_file: str | None, host: str, port: int, grace: float) -> None:
+    sys.exit(_run_loop(config_file, host, port, grace, reuse_port=True))
+
+
+class Supervisor:
+    """Keeps `workers` processes serving one port; drains them all on SIGTERM."""
+
+    QUICK_DEATH = 2.0  # a worker dying this soon after its start counts as a failed start
+    MAX_FAILED_STARTS = 5
+
+    def __init__(self, config_file: str | None, host: str, port: int, workers: int, grace: float) -> None:
+        self.config_file = config_file
+        self.host = host
+        self.port = port
+        self.workers = workers
+        self.grace = grace
+        self._context = multiprocessing.get_context("spawn")
+        self._procs: list[Any] = [None] * workers
+        self._started: list[float] = [0.0] * workers
+        self._failures = [0] * workers
+        self._stopping = False
+
+    def _spawn(self, index: int) -> None:
+        proc = self._context.Process(target=_worker, name=f"gateway-worker-{index}",
+                                     args=(self.config_file, self.host, self.port, self.grace))
+        proc.start()
+        self._procs[index] = proc
+        self._started[index] = time.monotonic()
+
+    def _stop(self, *_: Any) -> None:
+        self._stopping = True
+
+    def run(self) -> int:
+        try:  # a busy port fails here, before any worker starts
+            bind_socket(self.host, self.port, reuse_port=True).close()
+        except OSError as exc:
+            print(f"gateway: cannot listen on {self.host}:{self.port}: {exc.strerror or exc}",
+                  file=sys.stderr)
+            return 1
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGINT, self._stop)
+        for index in range(self.workers):
+            self._spawn(index)
+        log.info("supervising %d workers on %s:%d", self.workers, self.host, self.port)
+        code = 0
+        while not self._stopping:
+            time.sleep(0.2)
+            for index, proc in enumerate(self._procs):
+                if self._stopping or proc.is_alive():
+                    continue
+                lived = time.monotonic() - self._started[index]
+                self._failures[index] = self._failures[index] + 1 if lived < self.QUICK_DEATH else 0
+                if self._failures[index] >= self.MAX_FAILED_STARTS:
+                    print(f"gateway: worker {index} keeps failing to start (exit {proc.exitcode}); "
+                          "stopping", file=sys.stderr)
+                    self._stopping = True
+                    code = 1
+                    break
+                pause = min(5.0, 0.2 * 2 ** self._failures[index]) if self._failures[index] else 0
+                print(f"gateway: worker {index} (pid {proc.pid}) exited with {proc.exitcode}; "
+                      f"starting a new one{f' in {pause:g}s' if pause else ''}", file=sys.stderr)
+                time.sleep(pause)
+                if not self._stopping:
+                    self._spawn(index)
+        for proc in self._procs:
+            if proc is not None and proc.is_alive():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + self.grace + 10
+        for proc in self._procs:
+            if proc is None:
+                continue
+            proc.join(max(0.0, deadline - time.monotonic()))
+            if proc.is_alive():
+                proc.kill()
+                proc.join(5)
+        return code
