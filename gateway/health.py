@@ -1,4 +1,9 @@
-"""Background health checks of the upstream services (never on the request path)."""
+"""Background health checks of the upstream services (never on the request path).
+
+They go through the engine's upstream client like proxied requests (same TLS verification and
+`ca_file`), on a pool of their own per target, so a busy data plane cannot starve them and
+they never take a connection a request could use.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +14,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
-
 from gateway.config import GatewayConfig
+from gateway.engine.client import TargetPool, UpstreamError, send
+from gateway.upstream import Target, parse_target, tls_context
 
 log = logging.getLogger("gateway.health")
 
@@ -34,12 +39,19 @@ class HealthMonitor:
             name: {url: ServiceHealth() for url in s.upstreams} for name, s in config.services.items()
         }
         self._tasks: list[asyncio.Task[None]] = []
-        self._session: aiohttp.ClientSession | None = None
+        self._targets: dict[str, Target] = {}
+        self._pools: dict[str, TargetPool] = {}
 
     async def start(self) -> None:
-        self._session = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
         for name, settings in self.config.services.items():
+            context = None
             for url in settings.upstreams:
+                target = self._targets[url] = parse_target(url)
+                if target.tls:
+                    context = context or tls_context(settings.ca_file)
+                self._pools[url] = TargetPool(target.host, target.port, tls=context if target.tls else None,
+                                              limit=1, wait_timeout=settings.timeout,
+                                              keepalive=max(30.0, settings.health_interval * 2))
                 self._tasks.append(asyncio.create_task(self._watch(name, url), name=f"health:{name}"))
 
     async def close(self) -> None:
@@ -48,8 +60,8 @@ class HealthMonitor:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        if self._session is not None:
-            await self._session.close()
+        for pool in self._pools.values():
+            pool.close()
 
     async def _watch(self, name: str, url: str) -> None:
         settings = self.config.services[name]
@@ -61,16 +73,27 @@ class HealthMonitor:
         settings = self.config.services[name]
         result = self.results[name][url]
         started = time.perf_counter()
-        assert self._session is not None
         before = result.status
+        target = self._targets[url]
+        head = b"GET %s%s HTTP/1.1\r\nhost: %s\r\nuser-agent: pygateway-health\r\n\r\n" % (
+            target.base_path, settings.health_path.encode(), target.host_header)
         try:
-            timeout = aiohttp.ClientTimeout(total=min(settings.timeout, 5.0), sock_connect=settings.connect_timeout)
-            async with self._session.get(url + settings.health_path, timeout=timeout) as resp:
-                await resp.read()
-                result.http_status = resp.status
-                result.status = "healthy" if resp.status < 400 else "unhealthy"
-                result.error = None if resp.status < 400 else f"health check answered {resp.status}"
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            async with asyncio.timeout(min(settings.timeout, 5.0) + settings.connect_timeout):
+                ex = await send(self._pools[url], head, None, chunked=False, head_only=False,
+                                stall=min(settings.timeout, 5.0),
+                                connect_timeout=settings.connect_timeout, small_body=64 * 1024)
+                try:
+                    if ex.reads_whole:
+                        await ex.read_whole()
+                    elif ex.stream is not None:
+                        async for _ in ex.stream:
+                            pass
+                finally:
+                    ex.release()
+            result.http_status = ex.status
+            result.status = "healthy" if ex.status < 400 else "unhealthy"
+            result.error = None if ex.status < 400 else f"health check answered {ex.status}"
+        except (UpstreamError, TimeoutError, OSError) as exc:
             result.status, result.http_status = "unhealthy", None
             result.error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         result.checked_at = time.time()

@@ -52,8 +52,6 @@ def configure_logging(settings: LoggingSettings, *, force_text: bool = False) ->
     root.handlers[:] = [handler]
     root.setLevel(settings.level)
     logging.getLogger("gateway.access").disabled = not settings.access_log
-    for noisy in ("uvicorn.access",):
-        logging.getLogger(noisy).disabled = True
 
 
 class AccessLog:
