@@ -18,11 +18,12 @@ How each failure is reported (`UpstreamError.kind`):
     pool       every connection to the target stayed busy for `wait_timeout`
 
 Framing rules kept here: no body for HEAD, 1xx, 204 and 304; a body without Content-Length or
-chunked framing ends when the connection closes; bytes past the end of a response (more than
-its Content-Length, or anything while idle) mean the connection is out of step: the response
-gets exactly its own bytes and the connection is closed, never reused. A connection goes back
-to its pool only after a complete response on a connection both sides keep alive; an exchange
-abandoned for any reason (cancelled, the client left, a partial read) closes its connection.
+chunked framing ends when the upstream closes the connection cleanly (a reset cuts it); bytes
+past the end of a response (more than its Content-Length, or anything while idle) mean the
+connection is out of step: the response gets exactly its own bytes and the connection is
+closed, never reused. A connection goes back to its pool only after a complete response on a
+connection both sides keep alive; an exchange abandoned for any reason (cancelled, the client
+left, a partial read) closes its connection.
 """
 
 from __future__ import annotations
@@ -131,6 +132,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.closed = False
         self._headers: Headers = []
         self._head_bytes = 0
+        self._field_bytes = 0  # the exchange's header fields so far (interim heads, trailers)
         self._interim = False
         self._keep_alive = False
         self._after_end = False  # the parser saw something after the response's end
@@ -147,6 +149,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def connection_lost(self, exc: Exception | None) -> None:
+        ours = self.closed  # close() marks it first: we cut it, the upstream did not end it
         self.closed = True
         self._disarm()
         drain = self._drain
@@ -155,8 +158,10 @@ class UpstreamConnection(asyncio.Protocol):
         ex = self.exchange
         if ex is not None:
             self.exchange = None
-            if ex.until_eof and ex.head.done() and not ex.complete:
-                self._finish(ex)  # a close-delimited body ends here, complete
+            # A close-delimited body ends here, complete, only at the upstream's clean close:
+            # after a reset (exc) or our own close, the bytes so far may be any part of it.
+            if ex.until_eof and ex.head.done() and not ex.complete and exc is None and not ours:
+                self._finish(ex)
             else:
                 self._fail(ex, UpstreamError("reset", _lost_reason(exc), retryable=not ex.got_bytes
                                              and self.uses > 0 and not ex.head.done()))
@@ -229,6 +234,13 @@ class UpstreamConnection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name.lower(), value))
+        # The raw count in data_received only sees a head that is still incomplete after a
+        # read; a whole oversized head arriving in one read passed it. Counting the fields
+        # bounds the head whatever the reads were (one budget per exchange: interim heads,
+        # the head, and chunked trailers, which llhttp hands over here too).
+        self._field_bytes += len(name) + len(value) + 4
+        if self._field_bytes > MAX_RESPONSE_HEAD:
+            raise UpstreamError("protocol", f"response head over {MAX_RESPONSE_HEAD} bytes")
 
     def on_headers_complete(self) -> None:
         ex = self.exchange
@@ -297,6 +309,7 @@ class UpstreamConnection(asyncio.Protocol):
               on_interim: Callable[[int, Headers], None] | None) -> Exchange:
         ex = self.exchange = Exchange(self, head_only, small_body, on_interim)
         self._head_bytes = 0
+        self._field_bytes = 0
         self._after_end = False
         return ex
 
