@@ -211,13 +211,15 @@ class HttpConnection(asyncio.Protocol):
         self._url: list[bytes] = []
         self._url_bytes = 0
         self._headers: Headers = []
-        self._head_bytes = 0
+        self._head_bytes = 0  # the size of the head's complete fields (exact)
+        self._head_raw = 0  # bytes read for the head after the read it began in (a lower bound)
         self._in_head = False
         self._parsing: Request | None = None
         # the requests parsed and not yet answered, in order; the first one runs
         self._queue: deque[Request] = deque()
         self._active: Request | None = None
         self._draining_body: Request | None = None
+        self._drain_until = 0  # received-count of the discarded body past which we close
         self._blocks = 0  # reasons to keep the socket unread (body backpressure, queue full)
         self._closing = False  # no more requests: the last response says Connection: close
         self._eof = False  # the client half-closed: answer what was asked, then close
@@ -263,7 +265,16 @@ class HttpConnection(asyncio.Protocol):
         # open); with nothing asked, close.
         self._eof = True
         self.read_deadline = 0.0
-        if self._active is None and not self._queue and self._draining_body is None:
+        # A body still arriving never will; left alone, its reader would wait for it forever,
+        # and the connection with it. Served or being skipped: the client is gone, as if it had
+        # reset (close; connection_lost fails the body). Queued behind a response: drop it.
+        request = self._parsing
+        if request is not None and request.body is not None and not request.complete:
+            if request not in self._queue:
+                return None
+            self._queue.remove(request)
+            request.body.fail(ClientGone("the client closed its side before the request body ended"))
+        if self._active is None and not self._queue:
             return None
         return True
 
@@ -301,15 +312,37 @@ class HttpConnection(asyncio.Protocol):
             self._refuse(400, f"malformed request: {exc}")
             return
         if self._in_head:
+            # Two lower bounds of the head's size, checked apart (a field's bytes are in both:
+            # their sum refused a head that came in pieces at about half the limit): the
+            # complete fields, and the raw bytes of the reads after the one the head began in
+            # (a 16 MB line is refused after about `max_header_bytes` read, though it never
+            # completes a field).
             if counted:
-                self._head_bytes += len(data)
-            if self._head_bytes > self.limits.max_header_bytes:
-                self._refuse(431, f"request headers exceed {self.limits.max_header_bytes} bytes")
+                self._head_raw += len(data)
+            limit = self.limits.max_header_bytes
+            if self._head_raw > limit or self._head_bytes > limit:
+                self._refuse(431, f"request headers exceed {limit} bytes")
+            elif self._url and self._no_version(data):
+                self._refuse(400, "the request line has no HTTP version")
+
+    def _no_version(self, data: bytes) -> bool:
+        """The head under way began with a request line without a version (`GET /`, HTTP/0.9).
+        llhttp takes such a line as the start of a head and waits for its end, but an HTTP/0.9
+        client sends nothing more and waits for an answer: without this, it would get one only
+        at header_timeout. Checked only while a head is incomplete after a read; a line that
+        came in pieces is not recognised (it gets the 408 at header_timeout)."""
+        if self.parser.get_http_version() == "0.9":  # set once a byte follows such a line
+            return True
+        if self._headers or data[-1:] != b"\n":
+            return False
+        # The read ended with the request line's end, and the line ends with the target.
+        return data.rstrip(b"\r\n").endswith(b" " + b"".join(self._url))
 
     # -- llhttp callbacks --------------------------------------------------------------------
     def on_message_begin(self) -> None:
         self._in_head = True
         self._head_bytes = 0
+        self._head_raw = 0
         self._url = []
         self._url_bytes = 0
         self._headers = []
@@ -376,6 +409,11 @@ class HttpConnection(asyncio.Protocol):
         if request is not None and request.body is not None:
             request.body.feed(body)
             self.read_deadline = self.loop.time() + self.limits.body_timeout
+            if request is self._draining_body and request.body.received > self._drain_until:
+                # A chunked body has no length to check up front: discard at most DRAIN_LIMIT.
+                self._draining_body = None
+                self._closing = True  # what the rest of this read holds is not served
+                self._close_after_response()
 
     def on_message_complete(self) -> None:
         request = self._parsing
@@ -432,15 +470,26 @@ class HttpConnection(asyncio.Protocol):
             return
         body = request.body
         if body is not None and not request.complete:
-            unread = (request.content_length or 0) - body.received
-            if request.expect_continue and not self._sent_continue or not request.chunked \
-                    and unread > DRAIN_LIMIT:
+            if self._body_unskippable(request):
                 self._close_after_response()
                 return
             body.discard()  # read and drop the rest, then go on with the next request
             self._draining_body = request
+            self._drain_until = body.received + DRAIN_LIMIT
             return
         self._next()
+
+    def _body_unskippable(self, request: Request) -> bool:
+        """The unread rest of `request`'s body cannot be discarded to reach the next request,
+        so the connection ends with this response (which must say so): the body was never asked
+        for (Expect: 100-continue without a 100), it failed (it stalled, or was cut short), or
+        more than DRAIN_LIMIT bytes of it are still to come."""
+        body = request.body
+        if body is None or request.complete:
+            return False
+        if body.failed is not None or request.expect_continue and not self._sent_continue:
+            return True
+        return not request.chunked and (request.content_length or 0) - body.received > DRAIN_LIMIT
 
     def _next(self) -> None:
         if self._queue:
@@ -490,7 +539,7 @@ class HttpConnection(asyncio.Protocol):
             self._refuse(408, f"the request head was not received within {self.limits.header_timeout:g}s")
         elif kind == "body":
             request = self._parsing
-            if request is not None and request.body is not None:
+            if request is not None and request.body is not None and request is not self._draining_body:
                 request.body.fail(BodyTimeout(
                     f"the request body stalled for {self.limits.body_timeout:g}s"))
             else:
@@ -518,7 +567,7 @@ class HttpConnection(asyncio.Protocol):
         version = request.version if request is not None else "1.1"
         method = request.method if request is not None else "GET"
         keep_alive = (request is not None and request.keep_alive and not self._closing
-                      and not self.server.draining)
+                      and not self.server.draining and not self._body_unskippable(request))
         no_body = method == "HEAD" or status in (204, 304) or status < 200
         parts = [status_line(status) if version == "1.1" else status_line(status, b"1.0")]
         has_date = False
@@ -564,6 +613,8 @@ class HttpConnection(asyncio.Protocol):
     def respond(self, status: int, headers: Headers, body: bytes = b"") -> None:
         """The whole response at once (Content-Length is set from `body`)."""
         if self._state != 0:
+            if self.closed:
+                return  # cut (a drain past its grace, a timeout): there is no one to answer
             raise RuntimeError("a response was already started")
         self._state = 2
         if self._end_waiters:
@@ -581,6 +632,8 @@ class HttpConnection(asyncio.Protocol):
         """Begin a streamed response: `length` bytes exactly, or chunked (close-delimited for
         HTTP/1.0) when None. The head goes out with the first chunk."""
         if self._state != 0:
+            if self.closed:
+                return  # cut: `write` raises ClientGone
             raise RuntimeError("a response was already started")
         self._state = 1
         self._head = self._head_bytes_for(status, headers, length)
