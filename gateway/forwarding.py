@@ -40,15 +40,21 @@ def request_id_from(value: bytes | None) -> str:
 
 
 def strip_hop_by_hop(headers: Iterable[tuple[bytes, bytes]]) -> Headers:
-    """Drop hop-by-hop fields, including every field named in `Connection`."""
-    headers = list(headers)
-    named: set[bytes] = set()
-    for key, value in headers:
-        if key == b"connection":
-            named.update(t.strip().lower() for t in value.split(b",") if t.strip())
-    if not named:
-        return [(k, v) for k, v in headers if k not in HOP_BY_HOP]
-    return [(k, v) for k, v in headers if k not in HOP_BY_HOP and k not in named]
+    """Drop hop-by-hop fields, including every field named in `Connection` (one pass; a
+    second only when `Connection` names fields)."""
+    kept: Headers = []
+    named: set[bytes] | None = None
+    for field in headers:
+        name = field[0]
+        if name in HOP_BY_HOP:
+            if name == b"connection":
+                tokens = {t.strip().lower() for t in field[1].split(b",")}
+                named = tokens if named is None else named | tokens
+            continue
+        kept.append(field)
+    if named:
+        return [f for f in kept if f[0] not in named]
+    return kept
 
 
 class TrustedProxies:

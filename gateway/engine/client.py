@@ -139,7 +139,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._write_paused = False
         self._sending = False  # a request body is still going out
         self._drain: asyncio.Future[None] | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._armed = False  # the pool's sweep watches this connection's clock
         self._timeout = 0.0
         self._last = 0.0
         self._timer_kind = ""
@@ -168,6 +168,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.pool.lost(self)
 
     def eof_received(self) -> bool | None:
+        if self.exchange is None:
+            self.close()  # idle: out of the pool now, before a request could be handed it
         return None  # close our side too; connection_lost follows
 
     def pause_writing(self) -> None:
@@ -386,31 +388,29 @@ class UpstreamConnection(asyncio.Protocol):
         finally:
             self._disarm()
 
-    # -- timeouts: one timer, re-armed only when it fires early ------------------------------
+    # -- timeouts: a clock the pool's sweep reads (no timer per request) -----------------------
     def arm(self, timeout: float, kind: str) -> None:
-        self._disarm()
+        """Fail the exchange when the upstream stays silent for `timeout` seconds (a "head"
+        wait, or a gap in the body), or stops reading the request for that long ("send")."""
         self._timeout = timeout
         self._timer_kind = kind
-        self._last = now = self.loop.time()
-        self._timer = self.loop.call_at(now + timeout, self._on_timer)
+        self._last = self.loop.time()
+        self._armed = True
+        self.pool.watch(timeout)
 
     def _disarm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._armed = False
 
-    def _on_timer(self) -> None:
-        self._timer = None
-        now = self.loop.time()
+    def check_clock(self, now: float) -> None:
+        """Called by the pool's sweep while armed."""
         ex = self.exchange
-        deadline = self._last + self._timeout
         # While the client is slow to take the body, the upstream is not the one stalling.
         if ex is not None and ex.stream is not None and ex.stream.paused:
-            deadline = now + self._timeout
             self._last = now
-        if now < deadline:
-            self._timer = self.loop.call_at(deadline, self._on_timer)
             return
+        if now - self._last < self._timeout:
+            return
+        self._armed = False
         if self._timer_kind == "send":
             drain = self._drain
             if drain is not None and not drain.done():
@@ -453,6 +453,30 @@ class TargetPool:
         self.connections: set[UpstreamConnection] = set()
         self.opening = 0
         self._waiters: deque[asyncio.Future[UpstreamConnection | None]] = deque()
+        self._tick = 0.1  # seconds between clock checks: a timeout fires within a tick of due
+        self._clock: asyncio.TimerHandle | None = None
+
+    def watch(self, timeout: float) -> None:
+        """A connection armed a timeout: make sure the clock runs, often enough for it."""
+        tick = max(0.01, min(0.1, timeout / 4))
+        if self._clock is None or tick < self._tick:
+            if self._clock is not None:
+                self._clock.cancel()
+            self._tick = tick
+            self._clock = self.loop.call_later(tick, self._check_clocks)
+
+    def _check_clocks(self) -> None:
+        self._clock = None
+        now = self.loop.time()
+        armed = False
+        for conn in list(self.connections):
+            if conn._armed:
+                conn.check_clock(now)
+                armed = armed or conn._armed
+        if armed:
+            self._clock = self.loop.call_later(self._tick, self._check_clocks)
+        else:
+            self._tick = 0.1
 
     @property
     def size(self) -> int:
@@ -567,6 +591,9 @@ class TargetPool:
         for conn in list(self.connections):
             conn.close()
         self.idle.clear()
+        if self._clock is not None:
+            self._clock.cancel()
+            self._clock = None
 
 
 def _expire(waiter: asyncio.Future[UpstreamConnection | None], timeout: float) -> None:

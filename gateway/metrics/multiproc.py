@@ -10,7 +10,7 @@ library's usual use, both for the hot path's sake:
   lock for every metric of every request. Another worker's numbers can be a second old.
 * The directory is wiped once per start of the whole server, by the first worker to come up: a
   marker file names the supervisor (pid and start time) the files belong to, under an flock. A
-  worker that uvicorn restarts after a crash finds its supervisor's marker and keeps the files,
+  worker that the supervisor restarts after a crash finds its supervisor's marker and keeps the files,
   so the counters of the dead worker stay in the sums (counters never go backwards).
 
 Without `PROMETHEUS_MULTIPROC_DIR` a worker of several uses `$TMPDIR/pygateway-metrics-<ppid>`;
