@@ -58,6 +58,11 @@ class UpstreamError(Exception):
         self.retryable = retryable
 
 
+class _UpstreamClosed(ConnectionResetError):
+    """The upstream connection closed while the request was going out (never the client's
+    side: a client's own ConnectionError from the body passes through `send` as it is)."""
+
+
 class _HeadOnly(Exception):
     """Raised inside the parser to stop at the end of a head that has no body (HEAD)."""
 
@@ -154,7 +159,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._disarm()
         drain = self._drain
         if drain is not None and not drain.done():
-            drain.set_exception(ConnectionResetError("upstream connection lost"))
+            drain.set_exception(_UpstreamClosed("upstream connection lost"))
         ex = self.exchange
         if ex is not None:
             self.exchange = None
@@ -369,12 +374,12 @@ class UpstreamConnection(asyncio.Protocol):
         try:
             async for data in source:
                 if self.closed:
-                    raise ConnectionResetError("upstream connection lost")
+                    raise _UpstreamClosed("upstream connection lost")
                 transport.write(chunk(data) if chunked else data)
                 if self._write_paused:
                     await self._drained(stall)
             if self.closed:
-                raise ConnectionResetError("upstream connection lost")
+                raise _UpstreamClosed("upstream connection lost")
             if chunked:
                 transport.write(LAST_CHUNK)
         finally:
@@ -627,7 +632,7 @@ async def send(pool: TargetPool, head: bytes, body: AsyncIterable[bytes] | None,
     except UpstreamError:
         _abandon(ex)
         raise
-    except ConnectionError:
+    except _UpstreamClosed:
         if ex.head.done() and not ex.head.cancelled() and ex.head.exception() is None:
             return ex  # the upstream answered early, then closed: its answer stands
         _abandon(ex)

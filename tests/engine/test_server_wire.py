@@ -763,11 +763,6 @@ def reset(writer: asyncio.StreamWriter) -> None:
     writer.transport.abort()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "gateway/engine/client.py send(): the ClientGone (a ConnectionResetError) that the request "
-    "body raises when the client goes away is caught by `except ConnectionError` and turned into "
-    "UpstreamError('reset'): the request is logged and counted as a 502 upstream failure "
-    "(upstream_failure=reset) instead of upstream.py's 499 for a client that closed the request"))
 @pytest.mark.parametrize("goodbye", ["reset", "fin"])
 async def test_a_client_vanishing_mid_upload_is_a_499_not_an_upstream_failure(
         users_url: str, capsys: pytest.CaptureFixture[str], goodbye: str) -> None:
