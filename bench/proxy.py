@@ -1,7 +1,7 @@
-"""Throughput of the gateway next to nginx, on loopback, with cores pinned.
+"""Throughput and CPU per request of the gateway next to nginx and haproxy, on loopback, cores pinned.
 
 Run:  .venv/bin/python bench/proxy.py [--duration 10] [--runs 3] [--connections 32]
-                                      [--scenarios direct nginx gateway ...]
+                                      [--latency-connections 1] [--scenarios direct nginx gateway ...]
 
 What it starts (all on 127.0.0.1, ephemeral ports, all stopped by PID on exit or Ctrl-C):
 
@@ -10,16 +10,25 @@ What it starts (all on 127.0.0.1, ephemeral ports, all stopped by PID on exit or
             other path `Cache-Control: no-store`.
 * nginx     nginx `proxy_pass` to the backend over a keep-alive upstream, `worker_processes 1`,
             access log on (to a file), X-Forwarded-For/Proto and X-Request-Id set: the same work
-            the gateway does by default.
+            the gateway does by default. `nginx-2w`: the same with `worker_processes 2`.
+* haproxy   haproxy in the foreground (`-db`: the PID started is the one working), `nbthread 1`,
+            `mode http`, `http-reuse always`, `option forwardfor`, X-Forwarded-Proto and a
+            request id (`unique-id-header X-Request-Id`), no log.
+* floors    bench/engine_proxy.py (the gateway's engine with no features) and
+            bench/reference_proxy.py (raw ASGI + aiohttp under uvicorn, and its `--static` mode).
 * redis     redis-server `--save "" --appendonly no` (only when a gateway scenario is selected).
-* gateways  `gateway run --workers 1`, one process per gateway scenario, each with its own
-            config and Redis key prefix; all started up front so the runs can be interleaved.
+* gateways  `gateway run --workers 1` (`--workers 2` for `gateway-2w`), one process per gateway
+            scenario, each with its own config and Redis key prefix; all started up front so the
+            runs can be interleaved.
 
-Core layout (2 cores): the proxy under test (nginx proxy or gateway) on core 1; wrk, the backend
-and redis-server on core 0. In the `direct` scenario wrk and the backend share core 0.
+Core layout (2 cores): the proxy under test on core 1; wrk, the backend and redis-server on core 0.
+In the `direct` scenario wrk and the backend share core 0. The two-worker scenarios (`nginx-2w`,
+`gateway-2w`) run their proxy unpinned over both cores, so one worker shares core 0 with wrk, the
+backend and redis-server; their CPU is summed over the worker processes.
 
 Each run goes through every selected scenario in turn (so the ratios are measured side by side,
-not minutes apart); the table shows medians over `--runs`.
+not minutes apart); the table shows medians over `--runs`. `--latency-connections N` adds one
+more, shorter run per scenario at N connections, for latency without queueing.
 """
 
 from __future__ import annotations
@@ -51,6 +60,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "latest.md"
 BODY = '{"id":1,"name":"bench","ok":true}\\n'  # nginx string: \n is a newline there
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+LATENCY_SECONDS = 5  # the --latency-connections run: at most this long, whatever --duration
 
 # -- scenarios -----------------------------------------------------------------------------------
 
@@ -61,10 +71,11 @@ class Scenario:
 
     name: str
     description: str
-    target: str  # "backend", "nginx", "reference", "static" or "gateway"
+    target: str  # "backend", "nginx", "haproxy", "engine", "reference", "static" or "gateway"
     path: str = "/api/bench/nocache"
     policies: tuple[str, ...] = ()  # gateway only: rate_limit, cache, circuit_breaker
     access_log: bool = True
+    workers: int = 1  # nginx and gateway: > 1 runs unpinned over both cores, CPU summed over workers
 
     @property
     def uses_redis(self) -> bool:
@@ -74,8 +85,12 @@ class Scenario:
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
     Scenario("direct", "wrk -> backend (no proxy)", "backend"),
     Scenario("nginx", "nginx proxy_pass, keep-alive upstream, access log on", "nginx"),
-    Scenario("raw-asgi", "bench/reference_proxy.py: bare raw ASGI + aiohttp, no features (the floor)",
-             "reference"),
+    Scenario("haproxy", "haproxy, one thread, keep-alive to the backend (http-reuse always), "
+             "X-Forwarded-For/Proto and a request id, no log", "haproxy"),
+    Scenario("engine", "bench/engine_proxy.py: the gateway's own engine as a bare proxy, no features "
+             "(the engine floor)", "engine"),
+    Scenario("raw-asgi", "bench/reference_proxy.py: bare raw ASGI + aiohttp under uvicorn, no features "
+             "(the floor of the stack the engine replaced)", "reference"),
     Scenario("asgi-static", "bench/reference_proxy.py --static: raw ASGI answering a constant, no "
              "upstream (the ceiling of any answer from a Python ASGI process, e.g. a cache hit)", "static"),
     Scenario("gateway", "gateway, no policies, access log on (default)", "gateway"),
@@ -85,6 +100,10 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
              "gateway", policies=("rate_limit", "cache", "circuit_breaker")),
     Scenario("all-hit", "gateway, rate limit + cache + breaker, cacheable response (hit)",
              "gateway", path="/api/bench/cached", policies=("rate_limit", "cache", "circuit_breaker")),
+    Scenario("nginx-2w", "nginx as `nginx` with worker_processes 2 (listen reuseport), unpinned over "
+             "both cores, CPU summed over both workers", "nginx", workers=2),
+    Scenario("gateway-2w", "gateway as `gateway` with `gateway run --workers 2`, unpinned over both "
+             "cores, CPU summed over both workers", "gateway", workers=2),
 ]}
 
 
@@ -121,6 +140,7 @@ class ScenarioResult:
 
     scenario: Scenario
     runs: list[RunResult] = field(default_factory=list)
+    latency: WrkResult | None = None  # the extra run at --latency-connections
     skipped: str | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -196,15 +216,52 @@ def cpu_ticks(pid: int) -> int:
     return int(fields[11]) + int(fields[12])
 
 
-def nginx_worker(master: int) -> int:
-    """The single worker of an nginx master (worker_processes 1)."""
-    deadline = time.monotonic() + 5
+def cpu_ticks_sum(pids: list[int]) -> int:
+    """cpu_ticks summed; a process that is gone counts 0 (a worker that died mid-run)."""
+    total = 0
+    for pid in pids:
+        try:
+            total += cpu_ticks(pid)
+        except (OSError, ValueError, IndexError):
+            pass
+    return total
+
+
+def children(pid: int) -> list[int]:
+    """The child processes of `pid` (of any of its threads)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return found
+
+
+def wait_children(pid: int, count: int, timeout: float = 5.0) -> list[int]:
+    """The children of `pid` once it has at least `count` (an nginx master's workers)."""
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
-        if children:
-            return int(children[0])
+        found = children(pid)
+        if len(found) >= count:
+            return found
         time.sleep(0.05)
-    raise RuntimeError(f"nginx master {master} has no worker")
+    raise RuntimeError(f"process {pid} has fewer than {count} children")
+
+
+def wait_log(path: Path, text: str, count: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> bool:
+    """`text` appears `count` times in the log at `path` (every worker says it listens)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if path.read_text(errors="replace").count(text) >= count:
+                return True
+        except OSError:
+            pass
+        if proc.poll() is not None:
+            return False
+        time.sleep(0.1)
+    return False
 
 
 def tail(path: Path, lines: int = 15) -> str:
@@ -235,9 +292,9 @@ def find_binary(name: str) -> str | None:
 # -- configs -------------------------------------------------------------------------------------
 
 
-def nginx_common(tmp: Path, name: str) -> str:
+def nginx_common(tmp: Path, name: str, workers: int = 1) -> str:
     return f"""
-worker_processes 1;
+worker_processes {workers};
 daemon off;
 pid {tmp}/{name}.pid;
 error_log {tmp}/{name}-error.log warn;
@@ -273,11 +330,13 @@ http {{
 """
 
 
-def proxy_conf(tmp: Path, port: int, backend: int) -> str:
-    return nginx_common(tmp, "proxy") + f"""
+def proxy_conf(tmp: Path, name: str, port: int, backend: int, workers: int = 1) -> str:
+    # Several workers: one listening socket each (SO_REUSEPORT), as `gateway run --workers N` does.
+    reuseport = " reuseport" if workers > 1 else ""
+    return nginx_common(tmp, name, workers) + f"""
 http {{
-  access_log {tmp}/proxy-access.log;
-{nginx_temp_paths(tmp, "proxy")}
+  access_log {tmp}/{name}-access.log;
+{nginx_temp_paths(tmp, name)}
   keepalive_requests 100000000;
   keepalive_timeout 300s;
   upstream backend {{
@@ -286,7 +345,7 @@ http {{
     keepalive_requests 100000000;
   }}
   server {{
-    listen 127.0.0.1:{port} backlog=4096;
+    listen 127.0.0.1:{port} backlog=4096{reuseport};
     location / {{
       proxy_pass http://backend;
       proxy_http_version 1.1;
@@ -297,6 +356,38 @@ http {{
     }}
   }}
 }}
+"""
+
+
+def haproxy_conf(port: int, backend: int) -> str:
+    """One process, one thread, keep-alive both ways, the headers the gateway sets, no log."""
+    return f"""
+global
+  nbthread 1
+  maxconn 8192
+
+defaults
+  mode http
+  no log
+  option http-keep-alive
+  option forwardfor
+  http-reuse always
+  timeout connect 5s
+  timeout client 300s
+  timeout server 300s
+  timeout http-request 10s
+  timeout http-keep-alive 300s
+
+frontend proxy
+  bind 127.0.0.1:{port}
+  unique-id-format %[uuid()]
+  unique-id-header X-Request-Id
+  http-request set-header X-Forwarded-Proto http
+  default_backend backend
+
+backend backend
+  http-reuse always
+  server backend 127.0.0.1:{backend}
 """
 
 
@@ -395,6 +486,20 @@ class RedisCounters:
 
 
 @dataclass
+class Endpoint:
+    """Where wrk reaches one scenario, and whose CPU is the proxy's."""
+
+    port: int
+    pid: int  # the process doing the work; with workers > 1, the nginx master or gateway supervisor
+    workers: int = 1
+
+    def cpu_pids(self) -> list[int]:
+        """The processes whose CPU is summed: every child of the master when there are workers
+        (the supervisor's spawn also starts an idle resource tracker; its CPU is negligible)."""
+        return children(self.pid) if self.workers > 1 else [self.pid]
+
+
+@dataclass
 class Bench:
     """The processes under test and where to reach them."""
 
@@ -403,15 +508,9 @@ class Bench:
     procs: Processes
     backend_port: int = 0
     backend_worker: int = 0
-    nginx_port: int = 0
-    nginx_worker: int = 0
-    reference_port: int = 0
-    reference_pid: int = 0
-    static_port: int = 0
-    static_pid: int = 0
+    endpoints: dict[str, Endpoint] = field(default_factory=dict)  # scenario name -> endpoint
     redis: RedisCounters | None = None
     redis_pid: int = 0
-    gateways: dict[str, tuple[int, int]] = field(default_factory=dict)  # name -> (port, pid)
 
     @property
     def proxy_core(self) -> int | None:
@@ -421,7 +520,11 @@ class Bench:
     def load_core(self) -> int | None:
         return None if self.args.no_pin else self.args.load_core
 
-    def start_nginx(self, name: str, conf: str, port: int, core: int | None) -> int:
+    def core_of(self, s: Scenario) -> int | None:
+        return None if s.workers > 1 else self.proxy_core  # several workers: over both cores
+
+    def start_nginx(self, name: str, conf: str, port: int, core: int | None, workers: int = 1) -> int:
+        """Start an nginx; its master's PID once its workers are up."""
         path = self.tmp / f"{name}.conf"
         path.write_text(conf)
         nginx = find_binary("nginx") or "nginx"
@@ -433,37 +536,78 @@ class Bench:
                                        "-c", str(path)], self.tmp / f"{name}.out", core)
         if not wait_port(port, proc):
             raise RuntimeError(f"nginx {name} did not start:\n{tail(self.tmp / f'{name}-error.log')}")
-        return nginx_worker(proc.pid)
+        wait_children(proc.pid, workers)
+        return proc.pid
+
+    def start_haproxy(self, s: Scenario) -> str | None:
+        """Start haproxy in the foreground; why not, if it could not."""
+        haproxy = find_binary("haproxy")
+        if haproxy is None:
+            return "haproxy not found (apt-get install haproxy)"
+        port = free_port()
+        path = self.tmp / "haproxy.cfg"
+        path.write_text(haproxy_conf(port, self.backend_port))
+        check = subprocess.run([haproxy, "-c", "-q", "-f", str(path)], capture_output=True, text=True, check=False)
+        if check.returncode != 0:
+            return f"haproxy config rejected: {check.stderr or check.stdout}"
+        # -db: foreground, no master process: the PID started is the one doing the work.
+        proc = self.procs.start("haproxy", [haproxy, "-db", "-f", str(path)], self.tmp / "haproxy.log",
+                                self.core_of(s))
+        if not wait_port(port, proc):
+            self.procs.stop(proc)
+            return "haproxy did not start:\n" + tail(self.tmp / "haproxy.log")
+        self.endpoints[s.name] = Endpoint(port, proc.pid)
+        return None
+
+    def start_python(self, s: Scenario, script: str, *extra: str) -> str | None:
+        """Start one of the bench/ floors; why not, if it could not."""
+        port = free_port()
+        log = self.tmp / f"{s.name}.log"
+        proc = self.procs.start(s.name, [sys.executable, str(ROOT / "bench" / script),
+                                         "--upstream", f"http://127.0.0.1:{self.backend_port}",
+                                         "--port", str(port), *extra], log, self.core_of(s))
+        if not wait_http(f"http://127.0.0.1:{port}{s.path}", proc):
+            self.procs.stop(proc)
+            return f"{s.name} did not start:\n" + tail(log)
+        self.endpoints[s.name] = Endpoint(port, proc.pid)
+        return None
 
     def start_servers(self, scenarios: list[Scenario]) -> dict[str, str]:
-        """Start everything; return {scenario: reason} for gateways that could not start."""
+        """Start everything; return {scenario: reason} for those that could not start."""
         self.backend_port = free_port()
-        self.backend_worker = self.start_nginx("backend", backend_conf(self.tmp, self.backend_port),
-                                               self.backend_port, self.load_core)
-        if any(s.target == "nginx" for s in scenarios):
-            self.nginx_port = free_port()
-            self.nginx_worker = self.start_nginx("proxy", proxy_conf(self.tmp, self.nginx_port, self.backend_port),
-                                                 self.nginx_port, self.proxy_core)
+        self.backend_worker = wait_children(
+            self.start_nginx("backend", backend_conf(self.tmp, self.backend_port), self.backend_port,
+                             self.load_core), 1)[0]
         failed: dict[str, str] = {}
-        for target, name in (("reference", "raw-asgi"), ("static", "asgi-static")):
-            if not any(s.target == target for s in scenarios):
-                continue
-            port = free_port()
-            ref = self.procs.start(target, [sys.executable, str(ROOT / "bench" / "reference_proxy.py"),
-                                            "--upstream", f"http://127.0.0.1:{self.backend_port}",
-                                            "--port", str(port), *(["--static"] if target == "static" else [])],
-                                   self.tmp / f"{target}.log", self.proxy_core)
-            if wait_http(f"http://127.0.0.1:{port}/api/bench/nocache", ref):
-                if target == "static":
-                    self.static_port, self.static_pid = port, ref.pid
+        for s in scenarios:
+            reason: str | None = None
+            if s.target == "backend":
+                self.endpoints[s.name] = Endpoint(self.backend_port, self.backend_worker)
+            elif s.target == "nginx":
+                name = "proxy" if s.workers == 1 else f"proxy-{s.workers}w"
+                port = free_port()
+                master = self.start_nginx(name, proxy_conf(self.tmp, name, port, self.backend_port, s.workers),
+                                          port, self.core_of(s), s.workers)
+                if s.workers > 1:
+                    self.endpoints[s.name] = Endpoint(port, master, s.workers)
                 else:
-                    self.reference_port, self.reference_pid = port, ref.pid
-            else:
-                failed[name] = f"{name} did not start:\n" + tail(self.tmp / f"{target}.log")
-                self.procs.stop(ref)
+                    self.endpoints[s.name] = Endpoint(port, children(master)[0])
+            elif s.target == "haproxy":
+                reason = self.start_haproxy(s)
+            elif s.target == "engine":
+                reason = self.start_python(s, "engine_proxy.py")
+            elif s.target == "reference":
+                reason = self.start_python(s, "reference_proxy.py")
+            elif s.target == "static":
+                reason = self.start_python(s, "reference_proxy.py", "--static")
+            if reason is not None:
+                failed[s.name] = reason
         gateway_scenarios = [s for s in scenarios if s.target == "gateway"]
-        if not gateway_scenarios:
-            return failed
+        if gateway_scenarios:
+            failed.update(self.start_gateways(gateway_scenarios))
+        return failed
+
+    def start_gateways(self, gateway_scenarios: list[Scenario]) -> dict[str, str]:
         redis_port = free_port()
         proc = self.procs.start("redis", ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
                                           "--save", "", "--appendonly", "no"],
@@ -475,6 +619,7 @@ class Bench:
         gateway = str(ROOT / ".venv" / "bin" / "gateway")
         if not os.access(gateway, os.X_OK):
             gateway = shutil.which("gateway") or gateway
+        failed: dict[str, str] = {}
         started: list[tuple[Scenario, int, subprocess.Popen[bytes]]] = []
         for s in gateway_scenarios:
             port = free_port()
@@ -482,45 +627,37 @@ class Bench:
             cfg.write_text(yaml.safe_dump(gateway_config(s, self.backend_port, redis_port), sort_keys=False))
             env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
             gproc = self.procs.start(f"gateway-{s.name}", [gateway, "run", "--config", str(cfg), "--host", "127.0.0.1",
-                                                           "--port", str(port), "--workers", "1", "--grace", "2"],
-                                     self.tmp / f"gateway-{s.name}.log", self.proxy_core, env=env)
+                                                           "--port", str(port), "--workers", str(s.workers),
+                                                           "--grace", "2"],
+                                     self.tmp / f"gateway-{s.name}.log", self.core_of(s), env=env)
             started.append((s, port, gproc))
         for s, port, gproc in started:
-            if wait_http(f"http://127.0.0.1:{port}{s.path}", gproc, timeout=30):
-                self.gateways[s.name] = (port, gproc.pid)
+            log = self.tmp / f"gateway-{s.name}.log"
+            # With workers, the first one to listen answers; wait for every one (each logs
+            # "listening on"), or wrk's connections would all land on the first (SO_REUSEPORT).
+            if wait_http(f"http://127.0.0.1:{port}{s.path}", gproc, timeout=30) and (
+                    s.workers == 1 or wait_log(log, "listening on", s.workers, gproc)):
+                self.endpoints[s.name] = Endpoint(port, gproc.pid, s.workers)
             else:
-                failed[s.name] = "gateway did not start or did not proxy:\n" + tail(
-                    self.tmp / f"gateway-{s.name}.log")
+                failed[s.name] = "gateway did not start or did not proxy:\n" + tail(log)
                 self.procs.stop(gproc)
         return failed
 
     def url(self, s: Scenario) -> str:
-        port = {"backend": self.backend_port, "nginx": self.nginx_port,
-                "reference": self.reference_port, "static": self.static_port}.get(s.target)
-        if port is None:
-            port = self.gateways[s.name][0]
-        return f"http://127.0.0.1:{port}{s.path}"
+        return f"http://127.0.0.1:{self.endpoints[s.name].port}{s.path}"
 
     def proxy_pid(self, s: Scenario) -> int:
-        if s.target == "backend":
-            return self.backend_worker
-        if s.target == "nginx":
-            return self.nginx_worker
-        if s.target == "reference":
-            return self.reference_pid
-        if s.target == "static":
-            return self.static_pid
-        return self.gateways[s.name][1]
+        return self.endpoints[s.name].pid
 
     def measure(self, s: Scenario, duration: float) -> RunResult:
-        proxy = self.proxy_pid(s)
+        proxy = self.endpoints[s.name].cpu_pids()
         redis = self.redis if s.uses_redis else None
         if redis is not None:
             redis.reset()
-        before = (cpu_ticks(proxy), cpu_ticks(self.backend_worker),
+        before = (cpu_ticks_sum(proxy), cpu_ticks(self.backend_worker),
                   cpu_ticks(self.redis_pid) if redis else 0)
         result = run_wrk(self.url(s), duration, self.args.connections, self.args.threads, self.load_core)
-        after = (cpu_ticks(proxy), cpu_ticks(self.backend_worker),
+        after = (cpu_ticks_sum(proxy), cpu_ticks(self.backend_worker),
                  cpu_ticks(self.redis_pid) if redis else 0)
         n = max(result.requests, 1)
 
@@ -538,6 +675,11 @@ class Bench:
             redis_cpu_us=per_request_us(2) if redis else None,
             redis_calls=calls, redis_reads=reads,
         )
+
+    def latency(self, s: Scenario, duration: float) -> WrkResult:
+        """One run at --latency-connections (few connections: latency without queueing)."""
+        connections = self.args.latency_connections
+        return run_wrk(self.url(s), duration, connections, min(self.args.threads, connections), self.load_core)
 
     def response_headers(self, s: Scenario) -> dict[str, str]:
         with urllib.request.urlopen(self.url(s), timeout=5) as resp:  # noqa: S310 - loopback only
@@ -629,54 +771,85 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a and b else None
 
 
-BUDGETS = [
-    # (label, numerator, denominator, budget)
-    ("gateway / nginx", "gateway", "nginx", 0.35),
-    ("gateway / direct", "gateway", "direct", None),
-    ("raw ASGI + aiohttp (floor) / nginx", "raw-asgi", "nginx", None),
-    ("gateway / raw ASGI floor", "gateway", "raw-asgi", None),
-    ("gateway (no access log) / nginx", "gateway-nolog", "nginx", None),
-    ("gateway access log on / off", "gateway", "gateway-nolog", None),
-    ("rate limit on / off", "ratelimit", "gateway", 0.8),
-    ("all policies, miss / no policies", "all-miss", "gateway", None),
-    ("all policies, miss / nginx", "all-miss", "nginx", None),
-    ("cache hit / nginx", "all-hit", "nginx", 0.5),
-    ("raw ASGI constant answer (ceiling) / nginx", "asgi-static", "nginx", None),
-    ("cache hit / raw ASGI constant answer", "all-hit", "asgi-static", None),
+# The engine issue's budgets: proxy CPU µs per proxied request.
+CPU_BUDGETS = [
+    # (label, scenario, µs/req at most)
+    ("engine floor", "engine", 35),
+    ("gateway, no policies, access log on", "gateway", 90),
+    ("rate limiting", "ratelimit", 105),
+    ("all three policies, miss", "all-miss", 170),
+    ("cache hit", "all-hit", 90),
 ]
+
+RATIOS = [
+    # (label, numerator, denominator): informative, no budget
+    ("gateway / nginx", "gateway", "nginx"),
+    ("gateway / direct", "gateway", "direct"),
+    ("haproxy / nginx", "haproxy", "nginx"),
+    ("engine floor / nginx", "engine", "nginx"),
+    ("gateway / engine floor (what the features cost)", "gateway", "engine"),
+    ("engine floor / raw ASGI + aiohttp floor", "engine", "raw-asgi"),
+    ("raw ASGI + aiohttp floor / nginx", "raw-asgi", "nginx"),
+    ("gateway (no access log) / nginx", "gateway-nolog", "nginx"),
+    ("gateway access log on / off", "gateway", "gateway-nolog"),
+    ("rate limit on / off", "ratelimit", "gateway"),
+    ("all policies, miss / no policies", "all-miss", "gateway"),
+    ("cache hit / nginx", "all-hit", "nginx"),
+    ("raw ASGI constant answer (ceiling) / nginx", "asgi-static", "nginx"),
+    ("cache hit / raw ASGI constant answer", "all-hit", "asgi-static"),
+    ("nginx, 2 workers / 1 worker", "nginx-2w", "nginx"),
+    ("gateway, 2 workers / 1 worker", "gateway-2w", "gateway"),
+    ("gateway, 2 workers / nginx, 2 workers", "gateway-2w", "nginx-2w"),
+]
+
+
+def latency_duration(args: argparse.Namespace) -> int:
+    return max(1, min(args.duration, LATENCY_SECONDS))
 
 
 def render(results: dict[str, ScenarioResult], args: argparse.Namespace, layout: str,
            load: tuple[float, float, float]) -> str:
     rps = {name: r.median(lambda x: x.wrk.rps) for name, r in results.items() if r.runs}
+    lat_c = args.latency_connections
+    lat_cols = f" p50 ms @{lat_c} | p99 ms @{lat_c} |" if lat_c else ""
     lines = [
         f"# Gateway benchmark — {dt.datetime.now().strftime('%Y-%m-%d %H:%M')}",
         "",
         f"- machine: {cpu_model()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}",
         f"- commit: {git_commit()}",
         f"- wrk -t{args.threads} -c{args.connections} -d{args.duration}s --latency, {args.runs} runs per scenario "
-        f"(interleaved), medians shown",
+        f"(interleaved), medians shown"
+        + (f"; latency at {lat_c} connection{'s' if lat_c > 1 else ''}: one more run of "
+           f"{latency_duration(args)} s per scenario (`@{lat_c}` columns)" if lat_c else ""),
         f"- layout: {layout}",
         f"- load average (1 min) at start / end: {load[0]:.2f} / {os.getloadavg()[0]:.2f} "
         "(anything well above the 2 cores' worth of benchmark load means a busy neighbour: trust ratios and CPU "
         "µs/req over absolute req/s)",
         "",
-        "| scenario | req/s | × nginx | p50 ms | p99 ms | proxy CPU µs/req | backend CPU µs/req | non-2xx | sock err | req/s of each run |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        f"| scenario | req/s | × nginx | p50 ms @{args.connections} | p99 ms @{args.connections} |{lat_cols} "
+        "proxy CPU µs/req | backend CPU µs/req | non-2xx | sock err | req/s of each run |",
+        "|---|---:|---:|---:|---:|" + ("---:|---:|" if lat_c else "") + "---:|---:|---:|---:|---|",
     ]
     for name, r in results.items():
         if not r.runs:
-            lines.append(f"| {name} | skipped | | | | | | | | {first_line(r.skipped)} |")
+            lines.append(f"| {name} | skipped |{' | |' if lat_c else ''} | | | | | | | {first_line(r.skipped)} |")
             continue
+        lat = r.latency
         lines.append("| " + " | ".join([
             name, fmt(rps[name]), fmt(ratio(rps[name], rps.get("nginx")), 2),
             fmt(r.median(lambda x: x.wrk.p50_ms), 2), fmt(r.median(lambda x: x.wrk.p99_ms), 2),
+            *([fmt(lat.p50_ms if lat else None, 2), fmt(lat.p99_ms if lat else None, 2)] if lat_c else []),
             fmt(r.median(lambda x: x.proxy_cpu_us), 1),
             fmt(r.median(lambda x: x.backend_cpu_us), 1) if r.scenario.target != "backend" else "(is proxy)",
             fmt(r.median(lambda x: x.wrk.non2xx)), fmt(r.median(lambda x: x.wrk.socket_errors)),
             ", ".join(fmt(x.wrk.rps) for x in r.runs),
         ]) + " |")
     lines += ["", "Scenarios: " + "; ".join(f"`{n}` = {r.scenario.description}" for n, r in results.items()), ""]
+    if any(r.scenario.workers > 1 for r in results.values()):
+        lines += ["The two-worker scenarios run their proxy unpinned over both cores, so one worker shares "
+                  "core 0 with wrk, the backend and redis-server: their req/s is not two cores' worth of "
+                  "proxy, and their proxy CPU is summed over all worker processes (the children of the "
+                  "nginx master or of the gateway's supervisor).", ""]
 
     redis_rows = [(n, r) for n, r in results.items() if r.runs and r.scenario.uses_redis]
     if redis_rows:
@@ -709,29 +882,47 @@ def render(results: dict[str, ScenarioResult], args: argparse.Namespace, layout:
 
     cpu = {name: r.median(lambda x: x.proxy_cpu_us) for name, r in results.items() if r.runs}
     lines += [
-        "## Ratios and budgets",
+        "## CPU budgets",
         "",
-        "`by req/s` is the budget's measure. `by CPU` is the inverse ratio of proxy CPU µs/req: the "
-        "throughput ratio if both were CPU-bound on a core of their own; it is steadier on a busy "
-        "machine, but only comparable between Python proxies (nginx is not CPU-bound here: it waits "
-        "on wrk and the backend).",
+        "The engine issue's budgets: proxy CPU per proxied request (user + system of the proxy "
+        "process during the runs, divided by the requests wrk completed; medians). CPU is the "
+        "measure because it is steady on a busy machine and travels between machines; `× nginx` "
+        "(by req/s, same run) stands beside it.",
         "",
-        "| ratio | by req/s | by CPU | budget | met (req/s) |",
-        "|---|---:|---:|---:|---|",
+        "| budget | scenario | proxy CPU µs/req | budget µs/req | met | × nginx by req/s |",
+        "|---|---|---:|---:|---|---:|",
     ]
-    for label, num, den, budget in BUDGETS:
+    for label, name, budget in CPU_BUDGETS:
+        value = cpu.get(name)
+        met = "not run" if value is None else ("yes" if value <= budget else "**no**")
+        lines.append(f"| {label} | `{name}` | {fmt(value, 1)} | ≤ {budget} | {met} "
+                     f"| {fmt(ratio(rps.get(name), rps.get('nginx')), 2)} |")
+    lines += [
+        "",
+        "## Ratios",
+        "",
+        "No budgets. `by req/s` is measured side by side in one run. `by CPU` is the inverse ratio "
+        "of proxy CPU µs/req: the throughput ratio if both were CPU-bound on a core of their own; it "
+        "is steadier on a busy machine, but only comparable between Python proxies (nginx and "
+        "haproxy are not CPU-bound here: they wait on wrk and the backend).",
+        "",
+        "| ratio | by req/s | by CPU |",
+        "|---|---:|---:|",
+    ]
+    for label, num, den in RATIOS:
         value = ratio(rps.get(num), rps.get(den))
-        by_cpu = ratio(cpu.get(den), cpu.get(num))
-        met = "—" if budget is None or value is None else ("yes" if value >= budget else "**no**")
-        lines.append(f"| {label} | {fmt(value, 2)} | {fmt(by_cpu, 2)} | {'≥ ' + str(budget) if budget else ''} "
-                     f"| {met} |")
+        if value is None:
+            continue  # a scenario not run
+        lines.append(f"| {label} | {fmt(value, 2)} | {fmt(ratio(cpu.get(den), cpu.get(num)), 2)} |")
     rt = [(n, r.median(lambda x: (x.redis_reads or 0) / max(x.wrk.requests, 1)))
           for n, r in results.items() if r.runs and r.scenario.policies]
     if rt:
         shown = ", ".join(f"{n} {fmt(v, 2)}" for n, v in rt)
         hit = dict(rt).get("all-hit")
-        met = "—" if hit is None else ("yes (indicative)" if hit <= 1.05 else "**no** (indicative)")
-        lines.append(f"| Redis round trips/req (cache hit = lookup only) | {shown} | | ≤ 1 before upstream | {met} |")
+        met = "" if hit is None else (" (cache hit ≤ 1: yes, indicative)" if hit <= 1.05
+                                      else " (cache hit ≤ 1: **no**, indicative)")
+        lines += ["", f"Redis round trips per request (the cache hit's is the lookup alone; ≤ 1 before the "
+                      f"upstream): {shown}{met}."]
     lines.append("")
 
     notes = [(n, note) for n, r in results.items() for note in ([r.skipped] if r.skipped else []) + r.notes]
@@ -774,6 +965,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--duration", type=int, default=10, help="seconds per wrk run (default 10)")
     p.add_argument("--runs", type=int, default=3, help="runs per scenario; medians are reported (default 3)")
     p.add_argument("--connections", type=int, default=32, help="wrk -c (default 32)")
+    p.add_argument("--latency-connections", type=int, default=0, metavar="N",
+                   help="also one run per scenario at wrk -cN (e.g. 1) for p50/p99 without queueing, "
+                        f"{LATENCY_SECONDS} s at most (default 0: off)")
     p.add_argument("--threads", type=int, default=1, help="wrk -t (default 1: wrk has one core)")
     p.add_argument("--warmup", type=int, default=1, help="seconds of unrecorded load per scenario first")
     p.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=list(SCENARIOS), metavar="NAME",
@@ -783,13 +977,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-pin", action="store_true", help="do not pin cores with taskset")
     p.add_argument("--output", type=Path, default=RESULTS, help=f"Markdown report (default {RESULTS})")
     p.add_argument("--profile", action="store_true",
-                   help="after the runs, py-spy each gateway scenario under load (an extra, unrecorded run)")
+                   help="after the runs, py-spy each single-process gateway scenario and the engine floor "
+                        "under load (an extra, unrecorded run)")
     p.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (configs, logs)")
     args = p.parse_args(argv)
     if not args.no_pin and (not shutil.which("taskset") or (os.cpu_count() or 1) < 2):
         args.no_pin = True
     if args.runs < 1 or args.duration <= 0 or args.connections < 1:
         p.error("--runs, --duration and --connections must be positive")
+    if args.latency_connections < 0:
+        p.error("--latency-connections must be 0 (off) or positive")
     return args
 
 
@@ -799,6 +996,9 @@ def main(argv: list[str] | None = None) -> int:
     scenarios = [SCENARIOS[n] for n in dict.fromkeys(args.scenarios)]
     layout = ("unpinned" if args.no_pin else
               f"proxy under test on core {args.proxy_core}; wrk, backend and redis-server on core {args.load_core}")
+    if not args.no_pin and any(s.workers > 1 for s in scenarios):
+        layout += ("; the two-worker proxies unpinned over both cores (sharing core "
+                   f"{args.load_core} with wrk, backend and redis-server)")
     load = os.getloadavg()
     tmp = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
     procs = Processes()
@@ -825,6 +1025,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"bench: run {i + 1}/{args.runs} {s.name:14} {r.wrk.rps:10,.0f} req/s  "
                       f"p99 {r.wrk.p99_ms:6.2f} ms  proxy {r.proxy_cpu_us:6.1f} µs/req"
                       + (f"  non-2xx {r.wrk.non2xx}" if r.wrk.non2xx else ""), file=sys.stderr)
+        if args.latency_connections:
+            for s in active:
+                lat = results[s.name].latency = bench.latency(s, latency_duration(args))
+                print(f"bench: latency @{args.latency_connections} {s.name:14} p50 {lat.p50_ms:6.2f} ms  "
+                      f"p99 {lat.p99_ms:6.2f} ms", file=sys.stderr)
         for s in active:
             try:
                 headers = bench.response_headers(s)
@@ -834,7 +1039,7 @@ def main(argv: list[str] | None = None) -> int:
             policy_check(s, results[s.name], headers)
         if args.profile:
             for s in active:
-                if s.target == "gateway":
+                if s.target in ("gateway", "engine") and s.workers == 1:
                     print(f"bench: profiling {s.name}", file=sys.stderr)
                     profiles[s.name] = profile(bench, s, args.duration, args.output.parent)
     except KeyboardInterrupt:
