@@ -35,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -197,7 +198,7 @@ def _rebind(chain: Any) -> Any:
     """The chain with the stub terminal in place of the upstream pool."""
     from gateway.policy import _bind
 
-    handler = stub_terminal
+    handler: Callable[[RequestContext], Awaitable[Response]] = stub_terminal
     for policy in reversed(chain.policies):
         handler = _bind(policy, handler)
     return handler

@@ -50,6 +50,7 @@ from gateway.problem import problem_body
 log = logging.getLogger("gateway.engine")
 
 DRAIN_LIMIT = 1024 * 1024  # unread request body bytes we discard to keep a connection
+PARSE_SLICE = 16 * 1024  # bytes handed to llhttp at once when a read is larger
 LINGER = 2.0  # seconds we keep reading (and dropping) after our last response on a close
 
 
@@ -224,6 +225,7 @@ class HttpConnection(asyncio.Protocol):
         self._closing = False  # no more requests: the last response says Connection: close
         self._eof = False  # the client half-closed: answer what was asked, then close
         self._lingering = False
+        self._stash = b""  # bytes read but not parsed while the pipeline queue is full
         # the response being written
         self._state = 0  # 0 none, 1 started (head buffered or sent), 2 ended
         self._head: bytes | None = None
@@ -294,6 +296,25 @@ class HttpConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._lingering:
             return  # after our last response: read and drop until the client closes
+        if self._stash:  # we stopped reading with bytes still unparsed: they come first
+            self._stash += data
+            return
+        if len(data) <= PARSE_SLICE:
+            self._feed(data)
+            return
+        # One read can hold hundreds of pipelined requests, and llhttp parses all it is given:
+        # parse a slice at a time, and keep the rest unparsed once the queue is full (reading
+        # stops then too), so `max_pipelined` bounds the queue, not the read size.
+        view = memoryview(data)
+        for offset in range(0, len(data), PARSE_SLICE):
+            if self.closed or self._lingering:
+                return
+            if self._stash or len(self._queue) >= self.limits.max_pipelined:
+                self._stash += bytes(view[offset:])
+                return
+            self._feed(view[offset:offset + PARSE_SLICE])
+
+    def _feed(self, data: bytes | memoryview) -> None:
         counted = self._in_head
         try:
             self.parser.feed_data(data)
@@ -325,7 +346,7 @@ class HttpConnection(asyncio.Protocol):
             elif self._url and self._no_version(data):
                 self._refuse(400, "the request line has no HTTP version")
 
-    def _no_version(self, data: bytes) -> bool:
+    def _no_version(self, data: bytes | memoryview) -> bool:
         """The head under way began with a request line without a version (`GET /`, HTTP/0.9).
         llhttp takes such a line as the start of a head and waits for its end, but an HTTP/0.9
         client sends nothing more and waits for an answer: without this, it would get one only
@@ -335,6 +356,7 @@ class HttpConnection(asyncio.Protocol):
             return True
         if self._headers or data[-1:] != b"\n":
             return False
+        data = bytes(data)
         # The read ended with the request line's end, and the line ends with the target.
         return data.rstrip(b"\r\n").endswith(b" " + b"".join(self._url))
 
@@ -496,6 +518,9 @@ class HttpConnection(asyncio.Protocol):
             request = self._queue.popleft()
             if len(self._queue) == self.limits.max_pipelined - 1:
                 self._unblock()
+                if self._stash:  # room in the queue again: parse on where we stopped
+                    stash, self._stash = self._stash, b""
+                    self.loop.call_soon(self.data_received, stash)
             self._start(request)
         elif self._eof:
             self.close()
@@ -765,7 +790,7 @@ class HttpConnection(asyncio.Protocol):
                      problem_body(status, detail))
         self._close_after_response()
 
-    def _upgrade_offered(self, data: bytes, exc: HttpParserUpgrade) -> None:
+    def _upgrade_offered(self, data: bytes | memoryview, exc: HttpParserUpgrade) -> None:
         """llhttp stops at a request offering `Upgrade` (and at CONNECT). The request itself
         was dispatched; bytes after it belong to whatever comes next. We do not switch
         protocols here, so they are the next HTTP/1.1 request: parse them with a fresh parser."""
@@ -773,7 +798,7 @@ class HttpConnection(asyncio.Protocol):
         self.parser = HttpRequestParser(self)
         if self._parsing is not None:  # the upgrade request's message ended at the offset
             self.on_message_complete()
-        rest = data[offset:]
+        rest = bytes(data[offset:])
         if rest:
             self.data_received(rest)
 
