@@ -299,20 +299,30 @@ class HttpConnection(asyncio.Protocol):
         if self._stash:  # we stopped reading with bytes still unparsed: they come first
             self._stash += data
             return
-        if len(data) <= PARSE_SLICE:
-            self._feed(data)
-            return
-        # One read can hold hundreds of pipelined requests, and llhttp parses all it is given:
-        # parse a slice at a time, and keep the rest unparsed once the queue is full (reading
-        # stops then too), so `max_pipelined` bounds the queue, not the read size.
-        view = memoryview(data)
-        for offset in range(0, len(data), PARSE_SLICE):
+        # llhttp parses all it is given, and one read can hold hundreds of pipelined requests:
+        # hand it one head (and then at most PARSE_SLICE of a body) at a time, and keep the
+        # rest unparsed once the queue is full (reading stops then too), so `max_pipelined`
+        # bounds the queue whatever the read size. A read holding one head is fed whole.
+        size = len(data)
+        begin = 0
+        view: memoryview | None = None
+        while begin < size:
             if self.closed or self._lingering:
                 return
             if self._stash or len(self._queue) >= self.limits.max_pipelined:
-                self._stash += bytes(view[offset:])
+                self._stash += data[begin:]
                 return
-            self._feed(view[offset:offset + PARSE_SLICE])
+            end = data.find(b"\r\n\r\n", begin)
+            stop = size if end < 0 else end + 4
+            if stop - begin > PARSE_SLICE:
+                stop = begin + PARSE_SLICE
+            if begin == 0 and stop == size:
+                self._feed(data)
+                return
+            if view is None:
+                view = memoryview(data)
+            self._feed(view[begin:stop])
+            begin = stop
 
     def _feed(self, data: bytes | memoryview) -> None:
         counted = self._in_head

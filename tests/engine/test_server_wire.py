@@ -368,6 +368,26 @@ async def test_pipelining_past_max_pipelined_stops_reading_but_answers_all(users
             await close(writer)
 
 
+async def test_one_read_of_many_pipelined_requests_queues_at_most_max_pipelined(users_url: str) -> None:
+    """llhttp parses all it is given: a single send of 800 tiny requests must still queue at
+    most `max_pipelined` of them (the rest waits unparsed), and all are answered in order."""
+    async with gateway_with_server(gateway_config(users_url, max_pipelined=2)) as (app, server):
+        reader, writer = await connect(app.url)
+        try:
+            batch = request("GET", f"{ECHO}?n=0", [("X-Mock-Delay", "0.3")])
+            batch += b"".join(request("GET", f"{ECHO}?n={i}") for i in range(1, 800))
+            assert len(batch) > 3 * 16 * 1024  # several parse slices
+            writer.write(batch)
+            await asyncio.sleep(0.15)
+            (conn,) = server.connections
+            assert len(conn._queue) <= 2
+            for i in range(800):
+                reply = await read_reply(reader)
+                assert reply.json()["query_string"] == f"n={i}"
+        finally:
+            await close(writer)
+
+
 # -- 3. Expect: 100-continue -------------------------------------------------------------------
 async def test_expect_100_continue_comes_when_the_body_is_wanted(gw: GatewayApp) -> None:
     reader, writer = await connect(gw.url)
