@@ -27,6 +27,7 @@ import uvloop
 from gateway.engine.client import Exchange, TargetPool, UpstreamError, send
 from gateway.engine.server import Request, Server
 from gateway.forwarding import strip_hop_by_hop
+from gateway.serve import tune_gc
 
 SMALL_BODY = 64 * 1024  # read whole up to this many bytes, as gateway/upstream.py does
 STALL = 30.0  # seconds for the response head and for every gap in a body
@@ -100,6 +101,7 @@ async def serve(upstream: str, host: str, port: int) -> None:
     host_header = shown if upstream_port == 80 else f"{shown}:{upstream_port}"
     pool = TargetPool(url.hostname, upstream_port, tls=None, limit=256, wait_timeout=5.0)
     server = Server(EngineProxy(pool, host_header.encode("idna")))
+    tune_gc()  # as `gateway run` does
     await server.listen(host=host, port=port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

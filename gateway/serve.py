@@ -38,6 +38,22 @@ def limits_from(proxy: ProxySettings) -> Limits:
     )
 
 
+def tune_gc() -> None:
+    """Keep the cyclic garbage collector off the request path.
+
+    A proxied request makes no reference cycles (checked with DEBUG_SAVEALL), but the default
+    thresholds still ran a young-generation collection every ~36 requests and a full one every
+    few thousand, scanning the ~85,000 objects of the loaded application: ~8-10 µs per request
+    measured in-process. Everything alive after start-up is frozen (never scanned again), and a
+    young collection waits for 10,000 net allocations.
+    """
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 20, 20)
+
+
 def bind_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
     """A bound, non-blocking TCP socket (not yet listening)."""
     infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
@@ -86,6 +102,7 @@ async def serve_process(config_file: str | None, host: str, port: int, grace: fl
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    tune_gc()
     await server.listen(sock=sock)
     app.url = f"http://{host}:{sock.getsockname()[1]}"
     log.info("listening on %s (pid %d)", app.url, os.getpid())
