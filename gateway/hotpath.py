@@ -3,7 +3,8 @@
 The whole flow of a proxied request is in `HotPath.__call__`:
 
     check the request (path tricks, repeated or missing fields, methods, sizes, codings)
-                                                  -> 400 / 405 / 431 / 413 / 501
+                                                  -> 400 / 405 / 413 / 501
+    (the engine already refused oversized heads and targets: 431 / 414)
     build the RequestContext (request id, X-Forwarded-*, client ip)
     PolicyChain: identify -> rate limit -> cache -> breaker -> upstream   (one Redis round trip)
     send the response (streaming), then run ctx.after_response (record outcomes, store cache)
@@ -40,17 +41,24 @@ SINGLETON_FIELDS = frozenset({
 })
 _FIELD_NAMES = {b"x-api-key": "X-API-Key"}
 
+# The fields the hot path looks at, by code (one dict lookup per field; the rest are skipped).
+_SINGLETON = 16
+_REQUEST_ID, _TRACEPARENT, _TRACESTATE, _CONTENT_LENGTH, _TRANSFER_ENCODING, _UPGRADE = range(1, 7)
+_FIELDS: dict[bytes, int] = {name: _SINGLETON for name in SINGLETON_FIELDS}
+_FIELDS.update({b"x-request-id": _REQUEST_ID, b"traceparent": _TRACEPARENT, b"tracestate": _TRACESTATE,
+                b"content-length": _CONTENT_LENGTH | _SINGLETON, b"transfer-encoding": _TRANSFER_ENCODING,
+                b"upgrade": _UPGRADE})
+
 
 class HotPath:
     """Serves requests whose path matched a route."""
 
     def __init__(self, chain: PolicyChain, *, trusted: TrustedProxies, max_body_bytes: int,
-                 max_header_bytes: int, stats: RequestStats, access_log: AccessLog | None = None,
+                 stats: RequestStats, access_log: AccessLog | None = None,
                  tracing: TracePropagation | None = None, spans: SpanExport | None = None) -> None:
         self.chain = chain
         self.trusted = trusted
         self.max_body_bytes = max_body_bytes
-        self.max_header_bytes = max_header_bytes
         self.stats = stats
         self.access_log = access_log
         self.tracing = tracing
@@ -62,30 +70,33 @@ class HotPath:
         raw_headers = request.headers
         request_id = traceparent = tracestate = content_length = duplicate = None
         refused: tuple[int, str, str] | None = None  # (status, detail, kind) found in the fields
-        header_bytes = 0
         has_body = False
         singletons: set[bytes] = set()
+        fields = _FIELDS
         for key, value in raw_headers:
-            header_bytes += len(key) + len(value) + 4
-            if key in SINGLETON_FIELDS:
+            code = fields.get(key)
+            if code is None:  # most fields: one lookup
+                continue
+            if code & _SINGLETON:
                 if key in singletons:
                     duplicate = key
                 singletons.add(key)
-            if key == b"x-request-id":
+                code &= ~_SINGLETON
+            if code == _REQUEST_ID:
                 request_id = value
-            elif key == b"traceparent":
+            elif code == _TRACEPARENT:
                 # A repeated traceparent is invalid: keeping the first would guess.
                 traceparent = value if traceparent is None else b"-"
-            elif key == b"tracestate":
+            elif code == _TRACESTATE:
                 tracestate = value if tracestate is None else tracestate + b"," + value
-            elif key == b"content-length":
+            elif code == _CONTENT_LENGTH:
                 content_length = value
                 has_body = value.strip() not in (b"0", b"")
-            elif key == b"transfer-encoding":
+            elif code == _TRANSFER_ENCODING:
                 has_body = True
                 if value.strip().lower() != b"chunked":
                     refused = (501, "only the chunked transfer coding is supported", "unsupported-transfer-coding")
-            elif key == b"upgrade" and b"websocket" in value.lower():
+            elif code == _UPGRADE and b"websocket" in value.lower():
                 refused = (501, "WebSocket upgrades are not supported by this gateway", "upgrade-not-supported")
         if b"host" not in singletons and request.version == "1.1":
             refused = (400, "an HTTP/1.1 request must carry a Host header field (RFC 9112, 3.2)", "missing-host")
@@ -94,7 +105,7 @@ class HotPath:
         raw_path = request.path
         conn = request.conn
 
-        early = self._check(route, method, raw_path, content_length, header_bytes, rid, duplicate, refused)
+        early = self._check(route, method, raw_path, content_length, rid, duplicate, refused)
         if early is not None:
             self._send_whole(conn, early, rid, route.service, started)
             elapsed = time.perf_counter() - started
@@ -137,13 +148,11 @@ class HotPath:
             self.spans.record(ctx, trace, response.status, elapsed)
 
     def _check(self, route: Route, method: str, raw_path: bytes, content_length: bytes | None,
-               header_bytes: int, rid: str, duplicate: bytes | None = None,
+               rid: str, duplicate: bytes | None = None,
                refused: tuple[int, str, str] | None = None) -> Response | None:
         reason = unsafe_path_reason(raw_path)
         if reason is not None:
             return problem(400, reason, request_id=rid, kind="unsafe-path")
-        if header_bytes > self.max_header_bytes:
-            return problem(431, f"request headers exceed {self.max_header_bytes} bytes", request_id=rid)
         if duplicate is not None:
             name = _FIELD_NAMES.get(duplicate) or duplicate.decode("latin-1").title()
             return problem(400, f"the {name} header field may appear only once",

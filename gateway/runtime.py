@@ -100,7 +100,6 @@ class Gateway:
             chain,
             trusted=TrustedProxies(proxy.trusted_proxies),
             max_body_bytes=proxy.max_body_bytes,
-            max_header_bytes=proxy.max_header_bytes,
             stats=self.stats,
             access_log=self.access_log,
             tracing=self.telemetry.tracing,

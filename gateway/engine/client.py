@@ -487,6 +487,15 @@ class TargetPool:
     def size(self) -> int:
         return len(self.connections) + self.opening
 
+    def take(self) -> UpstreamConnection | None:
+        """An idle connection at once, or None (the common case costs no coroutine)."""
+        idle = self.idle
+        while idle:
+            conn = idle.pop()
+            if not conn.closed:
+                return conn
+        return None
+
     async def acquire(self, connect_timeout: float, fresh: bool = False) -> UpstreamConnection:
         """An idle connection (reused) or a new one; waits while `limit` are busy. `fresh`
         (a retry) never takes a reused one."""
@@ -618,7 +627,9 @@ async def send(pool: TargetPool, head: bytes, body: AsyncIterable[bytes] | None,
     propagates as it is, after the upstream connection was closed mid-request (the upstream
     sees an unterminated request and processes nothing).
     """
-    conn = await pool.acquire(connect_timeout, fresh=fresh)
+    conn = None if fresh else pool.take()
+    if conn is None:
+        conn = await pool.acquire(connect_timeout, fresh=fresh)
     ex = conn.begin(head_only, small_body, on_interim)
     transport = conn.transport
     assert transport is not None
