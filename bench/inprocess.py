@@ -48,6 +48,7 @@ from gateway.engine.server import Request, Server  # noqa: E402
 from gateway.engine.testclient import MemoryTransport  # noqa: E402
 from gateway.entry import GatewayApp  # noqa: E402
 from gateway.localcluster import free_port, terminate  # noqa: E402
+from gateway.serve import tune_gc  # noqa: E402
 
 BODY = b'{"id":1,"name":"bench","ok":true}\n'
 REQUEST = b"GET /api/bench/%s HTTP/1.1\r\nhost: gw.bench\r\nuser-agent: wrk\r\naccept: */*\r\n\r\n"
@@ -183,6 +184,7 @@ async def run(args: argparse.Namespace) -> list[tuple[str, float, str]]:
         saved, sys.stderr = sys.stderr, devnull  # access-log lines go to stderr
         try:
             await app.start()
+            tune_gc()  # as `gateway run` does after start-up
             assert app.gateway.hotpath is not None
             if not real:
                 app.gateway.hotpath.chain._handler = _rebind(app.gateway.hotpath.chain)
