@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from gateway.context import RequestContext, Response
 from gateway.engine.server import HttpConnection, Request
@@ -230,14 +230,10 @@ class HotPath:
         if access_log is None:
             return
         duration_ms = round(elapsed * 1000, 2)
-        if ctx is None:  # answered before a context existed (400/405/413/431/501)
-            access_log.write({
-                "request_id": rid, "trace_id": None, "method": method, "path": path,
-                "route": route.prefix, "service": route.service, "status": status,
-                "duration_ms": duration_ms, "gateway_ms": duration_ms, "upstream_ms": None,
-                "upstream_status": None, "upstream_failure": None, "consumer": None,
-                "client_ip": None, "cache": None, "breaker": None, "rate_limit_remaining": None,
-            })
+        if ctx is None:  # answered before a context existed (400/405/413/501)
+            access_log.request(rid, None, method, path, route.prefix, route.service, status,
+                               duration_ms, duration_ms, None, None, None, None, None, None, None,
+                               None)
             return
         upstream = ctx.upstream
         consumer = ctx.consumer
@@ -245,27 +241,11 @@ class HotPath:
         if upstream is not None:
             upstream_ms: float | None = round(upstream.duration * 1000, 2)
             gateway_ms = round(max(0.0, duration_ms - upstream.duration * 1000), 2)
+            upstream_status, upstream_failure = upstream.status, upstream.failure
         else:
-            upstream_ms, gateway_ms = None, duration_ms
-        fields: dict[str, Any] = {
-            "request_id": rid,
-            "trace_id": trace.trace_id if trace is not None else None,
-            "method": method,
-            "path": path,
-            "route": route.prefix,
-            "service": route.service,
-            "status": status,
-            "duration_ms": duration_ms,
-            "gateway_ms": gateway_ms,
-            "upstream_ms": upstream_ms,
-            "upstream_status": upstream.status if upstream is not None else None,
-            "upstream_failure": upstream.failure if upstream is not None else None,
-            "consumer": consumer.id if consumer is not None else None,
-            "client_ip": ctx.client_ip,
-            "cache": ctx.cache_status,
-            "breaker": ctx.breaker_state,
-            "rate_limit_remaining": ctx.rate_limit_remaining,
-        }
-        if ctx.client_disconnected:
-            fields["client_disconnected"] = True
-        access_log.write(fields)
+            upstream_ms, gateway_ms, upstream_status, upstream_failure = None, duration_ms, None, None
+        access_log.request(
+            rid, trace.trace_id if trace is not None else None, method, path, route.prefix,
+            route.service, status, duration_ms, gateway_ms, upstream_ms, upstream_status,
+            upstream_failure, consumer.id if consumer is not None else None, ctx.client_ip,
+            ctx.cache_status, ctx.breaker_state, ctx.rate_limit_remaining, ctx.client_disconnected)

@@ -80,13 +80,16 @@ class AccessLog:
             return None
         return cls(text=settings.format == "text")
 
-    def write(self, fields: dict[str, Any]) -> None:
+    def _ts(self) -> str:
         now = time.time()
         second = int(now)
         if second != self._second:
             self._second = second
             self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        ts = f"{self._stamp}.{int((now - second) * 1000):03d}Z"
+        return f"{self._stamp}.{int((now - second) * 1000):03d}Z"
+
+    def write(self, fields: dict[str, Any]) -> None:
+        ts = self._ts()
         if self.text:
             line = _text_line(ts, fields)
         else:
@@ -95,6 +98,43 @@ class AccessLog:
             body = self._encode(fields)
             line = f'{{"ts":"{ts}","level":"info","logger":"gateway.access"' + (
                 "," + body[1:] if len(body) > 2 else "}")
+        self._add(line)
+
+    def request(self, request_id: str, trace_id: str | None, method: str, path: str, route: str,
+                service: str, status: int, duration_ms: float, gateway_ms: float,
+                upstream_ms: float | None, upstream_status: int | None,
+                upstream_failure: str | None, consumer: str | None, client_ip: str | None,
+                cache: str | None, breaker: str | None, rate_limit_remaining: int | None,
+                client_disconnected: bool = False) -> None:
+        """One proxied request's line: the same fields and order as `write` would give for
+        them, encoded without a dict or the generic JSON encoder (a third of the line's cost).
+        The request id, method, trace id and client IP are tokens the engine and the hot path
+        validated; every other string is JSON-escaped."""
+        if self.text:
+            self.write({
+                "request_id": request_id, "trace_id": trace_id, "method": method, "path": path,
+                "route": route, "service": service, "status": status, "duration_ms": duration_ms,
+                "gateway_ms": gateway_ms, "upstream_ms": upstream_ms,
+                "upstream_status": upstream_status, "upstream_failure": upstream_failure,
+                "consumer": consumer, "client_ip": client_ip, "cache": cache, "breaker": breaker,
+                "rate_limit_remaining": rate_limit_remaining,
+                **({"client_disconnected": True} if client_disconnected else {}),
+            })
+            return
+        line = (
+            f'{{"ts":"{self._ts()}","level":"info","logger":"gateway.access",'
+            f'"request_id":"{request_id}","trace_id":{_token(trace_id)},"method":"{method}",'
+            f'"path":{_esc(path)},"route":{_esc(route)},"service":{_esc(service)},'
+            f'"status":{status},"duration_ms":{duration_ms!r},"gateway_ms":{gateway_ms!r},'
+            f'"upstream_ms":{_num(upstream_ms)},"upstream_status":{_num(upstream_status)},'
+            f'"upstream_failure":{_token(upstream_failure)},"consumer":{_opt(consumer)},'
+            f'"client_ip":{_token(client_ip)},"cache":{_token(cache)},"breaker":{_token(breaker)},'
+            f'"rate_limit_remaining":{_num(rate_limit_remaining)}'
+            + (',"client_disconnected":true}' if client_disconnected else "}")
+        )
+        self._add(line)
+
+    def _add(self, line: str) -> None:
         pending = self._pending
         pending.append(line)
         if self._scheduled is not None:
@@ -122,6 +162,21 @@ class AccessLog:
             stream.flush()
         except (OSError, ValueError):  # stderr closed or gone: never fail a request over a log line
             pass
+
+
+_esc = json.encoder.encode_basestring  # type: ignore[attr-defined]
+
+
+def _token(value: str | None) -> str:
+    return "null" if value is None else f'"{value}"'
+
+
+def _opt(value: str | None) -> str:
+    return "null" if value is None else _esc(value)
+
+
+def _num(value: float | None) -> str:
+    return "null" if value is None else repr(value)
 
 
 def _text_line(ts: str, fields: dict[str, Any]) -> str:

@@ -72,6 +72,27 @@ async def test_access_log_can_be_turned_off(users_url: str, capsys: pytest.Captu
     assert access_lines(capsys) == []
 
 
+@pytest.mark.parametrize("path, consumer", [
+    ("/api/users", "alice"), ('/api/users/"quoted"\\back', 'a"b\\c'), ("/api/usérs/\u2028", None),
+])
+@pytest.mark.parametrize("disconnected", [False, True])
+def test_the_fast_access_line_is_the_same_json_as_the_generic_one(
+        path: str, consumer: str | None, disconnected: bool) -> None:
+    """The hot path's `request()` encodes its line by hand: it must be exactly the object the
+    generic `write()` gives for the same fields, whatever the path or consumer id holds."""
+    values = dict(request_id="r-1", trace_id="4bf92f3577b34da6a3ce929d0e0e4736", method="GET",
+                  path=path, route="/api/users", service="users", status=200, duration_ms=1.23,
+                  gateway_ms=0.5, upstream_ms=0.73, upstream_status=200, upstream_failure=None,
+                  consumer=consumer, client_ip="203.0.113.7", cache="MISS", breaker=None,
+                  rate_limit_remaining=41)
+    fast, generic = io.StringIO(), io.StringIO()
+    AccessLog(stream=fast).request(**values, client_disconnected=disconnected)  # type: ignore[arg-type]
+    AccessLog(stream=generic).write({**values, **({"client_disconnected": True} if disconnected else {})})
+    a, b = json.loads(fast.getvalue()), json.loads(generic.getvalue())
+    a.pop("ts"), b.pop("ts")
+    assert a == b and list(a) == list(b)
+
+
 def test_text_access_lines_under_dev() -> None:
     stream = io.StringIO()
     AccessLog(text=True, stream=stream).write({"method": "GET", "path": "/api/users", "status": 200,
