@@ -48,7 +48,7 @@ def strip_hop_by_hop(headers: Iterable[tuple[bytes, bytes]]) -> Headers:
         name = field[0]
         if name in HOP_BY_HOP:
             if name == b"connection":
-                tokens = {t.strip().lower() for t in field[1].split(b",")}
+                tokens = connection_tokens(field[1])
                 named = tokens if named is None else named | tokens
             continue
         kept.append(field)
@@ -94,13 +94,21 @@ def _valid_ip(text: str) -> str | None:
         return None
 
 
+def connection_tokens(value: bytes) -> set[bytes]:
+    """The field names a `Connection` field lists (hop-by-hop by being named)."""
+    return {t.strip().lower() for t in value.split(b",")}
+
+
 def forwarded_headers(
-    headers: Headers, *, peer: str, scheme: str, trusted: TrustedProxies, request_id: str
+    headers: Headers, *, peer: str, scheme: str, trusted: TrustedProxies, request_id: str,
+    drop: frozenset[bytes] | set[bytes] = HOP_BY_HOP,
 ) -> tuple[Headers, str]:
     """Set X-Forwarded-For/-Proto/-Host, X-Real-IP and X-Request-ID; return (headers, client_ip).
 
     From a trusted proxy the incoming chain is extended with the peer; from anyone else the
-    client's own X-Forwarded-*/Forwarded/X-Real-IP are replaced.
+    client's own X-Forwarded-*/Forwarded/X-Real-IP are replaced. Fields in `drop` are left out
+    in the same pass: the hop-by-hop ones (`HOP_BY_HOP`, plus those the client's `Connection`
+    named, see `connection_tokens`) when `headers` are the client's as received.
     """
     incoming_for = incoming_proto = incoming_host = None
     host = None
@@ -112,7 +120,7 @@ def forwarded_headers(
             incoming_proto = value
         elif key == b"x-forwarded-host":
             incoming_host = value
-        elif key == b"x-real-ip" or key == b"forwarded" or key == b"x-request-id":
+        elif key == b"x-real-ip" or key == b"forwarded" or key == b"x-request-id" or key in drop:
             continue
         else:
             if key == b"host":

@@ -19,7 +19,13 @@ from typing import TYPE_CHECKING
 
 from gateway.context import RequestContext, Response
 from gateway.engine.server import HttpConnection, Request
-from gateway.forwarding import TrustedProxies, forwarded_headers, request_id_from, strip_hop_by_hop
+from gateway.forwarding import (
+    HOP_BY_HOP,
+    TrustedProxies,
+    connection_tokens,
+    forwarded_headers,
+    request_id_from,
+)
 from gateway.logs import AccessLog
 from gateway.policy import PolicyChain
 from gateway.problem import problem
@@ -43,11 +49,11 @@ _FIELD_NAMES = {b"x-api-key": "X-API-Key"}
 
 # The fields the hot path looks at, by code (one dict lookup per field; the rest are skipped).
 _SINGLETON = 16
-_REQUEST_ID, _TRACEPARENT, _TRACESTATE, _CONTENT_LENGTH, _TRANSFER_ENCODING, _UPGRADE = range(1, 7)
+_REQUEST_ID, _TRACEPARENT, _TRACESTATE, _CONTENT_LENGTH, _TRANSFER_ENCODING, _UPGRADE, _CONNECTION = range(1, 8)
 _FIELDS: dict[bytes, int] = {name: _SINGLETON for name in SINGLETON_FIELDS}
 _FIELDS.update({b"x-request-id": _REQUEST_ID, b"traceparent": _TRACEPARENT, b"tracestate": _TRACESTATE,
                 b"content-length": _CONTENT_LENGTH | _SINGLETON, b"transfer-encoding": _TRANSFER_ENCODING,
-                b"upgrade": _UPGRADE})
+                b"upgrade": _UPGRADE, b"connection": _CONNECTION})
 
 
 class HotPath:
@@ -72,6 +78,7 @@ class HotPath:
         refused: tuple[int, str, str] | None = None  # (status, detail, kind) found in the fields
         has_body = False
         singletons: set[bytes] = set()
+        hop_by_hop: frozenset[bytes] | set[bytes] = HOP_BY_HOP
         fields = _FIELDS
         for key, value in raw_headers:
             code = fields.get(key)
@@ -96,8 +103,11 @@ class HotPath:
                 has_body = True
                 if value.strip().lower() != b"chunked":
                     refused = (501, "only the chunked transfer coding is supported", "unsupported-transfer-coding")
-            elif code == _UPGRADE and b"websocket" in value.lower():
-                refused = (501, "WebSocket upgrades are not supported by this gateway", "upgrade-not-supported")
+            elif code == _UPGRADE:
+                if b"websocket" in value.lower():
+                    refused = (501, "WebSocket upgrades are not supported by this gateway", "upgrade-not-supported")
+            elif code == _CONNECTION:  # the fields it names are hop-by-hop too
+                hop_by_hop = hop_by_hop | connection_tokens(value)
         if b"host" not in singletons and request.version == "1.1":
             refused = (400, "an HTTP/1.1 request must carry a Host header field (RFC 9112, 3.2)", "missing-host")
         rid = request_id_from(request_id)
@@ -115,8 +125,8 @@ class HotPath:
 
         scheme = request.scheme
         headers, client_ip = forwarded_headers(
-            strip_hop_by_hop(raw_headers), peer=conn.peer[0], scheme=scheme,
-            trusted=self.trusted, request_id=rid,
+            raw_headers, peer=conn.peer[0], scheme=scheme, trusted=self.trusted, request_id=rid,
+            drop=hop_by_hop,
         )
         trace: TraceContext | None = None
         if self.tracing is not None:
