@@ -35,11 +35,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from gateway.config import parse_config
-from gateway.engine.server import Server
 from gateway.entry import GatewayApp
-from gateway.serve import limits_from
-from tests.support.inproc import running_gateway
+from tests.support.inproc import running_gateway, serving
 from tests.support.processes import (
     GatewayProcess,
     MockService,
@@ -246,22 +243,6 @@ async def gw(users_url: str) -> AsyncIterator[GatewayApp]:
         yield app
 
 
-@contextlib.asynccontextmanager
-async def gateway_with_server(config: dict[str, Any]) -> AsyncIterator[tuple[GatewayApp, Server]]:
-    """`running_gateway`, also handing over the engine's Server (its `connections`)."""
-    parsed = parse_config(config)
-    app = GatewayApp(parsed)
-    server = Server(app, limits_from(parsed.proxy))
-    await app.start()
-    try:
-        listener = await server.listen(host="127.0.0.1", port=0)
-        app.url = f"http://127.0.0.1:{listener.sockets[0].getsockname()[1]}"
-        yield app, server
-    finally:
-        await server.shutdown(5.0)
-        await app.close()
-
-
 ECHO = "/api/users/_mock/echo"
 
 
@@ -346,7 +327,7 @@ async def test_pipelined_requests_are_answered_in_order(gw: GatewayApp) -> None:
 
 
 async def test_pipelining_past_max_pipelined_stops_reading_but_answers_all(users_url: str) -> None:
-    async with gateway_with_server(gateway_config(users_url, max_pipelined=2)) as (app, server):
+    async with serving(gateway_config(users_url, max_pipelined=2)) as (app, server):
         reader, writer = await connect(app.url)
         try:
             # The first request is slow, so the rest queue up behind it.
@@ -371,7 +352,7 @@ async def test_pipelining_past_max_pipelined_stops_reading_but_answers_all(users
 async def test_one_read_of_many_pipelined_requests_queues_at_most_max_pipelined(users_url: str) -> None:
     """llhttp parses all it is given: a single send of 800 tiny requests must still queue at
     most `max_pipelined` of them (the rest waits unparsed), and all are answered in order."""
-    async with gateway_with_server(gateway_config(users_url, max_pipelined=2)) as (app, server):
+    async with serving(gateway_config(users_url, max_pipelined=2)) as (app, server):
         reader, writer = await connect(app.url)
         try:
             batch = request("GET", f"{ECHO}?n=0", [("X-Mock-Delay", "0.3")])
@@ -748,7 +729,7 @@ async def test_an_unknown_route_still_carries_date_and_server(gw: GatewayApp) ->
 
 # -- 9. clients that go away -------------------------------------------------------------------
 async def test_clients_disconnecting_mid_request_or_response_leave_nothing_behind(users_url: str) -> None:
-    async with gateway_with_server(gateway_config(users_url)) as (app, server):
+    async with serving(gateway_config(users_url)) as (app, server):
         aborted = []
         # Mid-head, mid-body, while the upstream works, and mid-way through a 20 MB response.
         for raw in (b"GET /api/users HTTP/1.1\r\nHost: x\r\nX-Partial",
@@ -806,7 +787,7 @@ async def test_a_client_vanishing_mid_upload_is_a_499_not_an_upstream_failure(
 
 async def test_a_drain_past_its_grace_cuts_requests_without_handler_errors(
         users_url: str, caplog: pytest.LogCaptureFixture) -> None:
-    async with gateway_with_server(gateway_config(users_url)) as (app, server):
+    async with serving(gateway_config(users_url)) as (app, server):
         reader, writer = await connect(app.url)
         writer.write(request("GET", ECHO, [("X-Mock-Delay", "0.4")]))
         await asyncio.sleep(0.1)

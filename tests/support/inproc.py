@@ -36,8 +36,9 @@ async def running_service(name: str) -> AsyncIterator[str]:
 
 
 @contextlib.asynccontextmanager
-async def running_gateway(config: dict[str, Any]) -> AsyncIterator[GatewayApp]:
-    """A gateway serving `config` on an ephemeral port; yields the app (`app.url` is set)."""
+async def serving(config: dict[str, Any]) -> AsyncIterator[tuple[GatewayApp, Server]]:
+    """A gateway serving `config` on an ephemeral port: the app (`app.url` is set) and the
+    engine's Server (for tests that look at its connections)."""
     parsed = parse_config(config)
     app = GatewayApp(parsed)
     server = Server(app, limits_from(parsed.proxy))
@@ -45,7 +46,14 @@ async def running_gateway(config: dict[str, Any]) -> AsyncIterator[GatewayApp]:
     try:
         listener = await server.listen(host="127.0.0.1", port=0)
         app.url = f"http://127.0.0.1:{listener.sockets[0].getsockname()[1]}"
-        yield app
+        yield app, server
     finally:
         await server.shutdown(5.0)
         await app.close()
+
+
+@contextlib.asynccontextmanager
+async def running_gateway(config: dict[str, Any]) -> AsyncIterator[GatewayApp]:
+    """A gateway serving `config` on an ephemeral port; yields the app (`app.url` is set)."""
+    async with serving(config) as (app, _):
+        yield app
