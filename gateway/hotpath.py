@@ -99,10 +99,8 @@ class HotPath:
             elif code == _CONTENT_LENGTH:
                 content_length = value
                 has_body = value.strip() not in (b"0", b"")
-            elif code == _TRANSFER_ENCODING:
+            elif code == _TRANSFER_ENCODING:  # only `chunked`: the engine refused any other (501)
                 has_body = True
-                if value.strip().lower() != b"chunked":
-                    refused = (501, "only the chunked transfer coding is supported", "unsupported-transfer-coding")
             elif code == _UPGRADE:
                 if b"websocket" in value.lower():
                     refused = (501, "WebSocket upgrades are not supported by this gateway", "upgrade-not-supported")

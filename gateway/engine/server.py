@@ -331,7 +331,7 @@ class HttpConnection(asyncio.Protocol):
         except HttpParserCallbackError as exc:
             refusal = exc.__context__
             if isinstance(refusal, _Refusal):
-                self._refuse(refusal.status, refusal.detail, refusal.headers)
+                self._refuse(refusal.status, refusal.detail, refusal.headers, refusal.kind)
             else:
                 log.exception("request parsing failed", exc_info=refusal)
                 self._refuse(400, "the request could not be parsed")
@@ -418,6 +418,11 @@ class HttpConnection(asyncio.Protocol):
                 request.content_length = length
                 has_body = length > 0
             elif name == b"transfer-encoding":
+                # llhttp undoes the chunking only; any other coding (`gzip, chunked`) would
+                # reach the application still coded, and be forwarded as if it were not.
+                if value.strip().lower() != b"chunked":
+                    raise _Refusal(501, "only the chunked transfer coding is supported",
+                                   kind="unsupported-transfer-coding")
                 has_body = True
                 request.chunked = True
             elif name == b"expect":
@@ -782,7 +787,8 @@ class HttpConnection(asyncio.Protocol):
         else:
             self.close()
 
-    def _refuse(self, status: int, detail: str, headers: Headers | None = None) -> None:
+    def _refuse(self, status: int, detail: str, headers: Headers | None = None,
+                kind: str | None = None) -> None:
         """Answer a request the connection cannot take, then close."""
         if self.closed:
             return
@@ -797,7 +803,7 @@ class HttpConnection(asyncio.Protocol):
         self._closing = True
         self._state = 0
         self.respond(status, [(b"content-type", b"application/problem+json"), *(headers or ())],
-                     problem_body(status, detail))
+                     problem_body(status, detail, kind=kind))
         self._close_after_response()
 
     def _upgrade_offered(self, data: bytes | memoryview, exc: HttpParserUpgrade) -> None:
@@ -814,8 +820,10 @@ class HttpConnection(asyncio.Protocol):
 
 
 class _Refusal(Exception):
-    def __init__(self, status: int, detail: str, headers: Headers | None = None) -> None:
+    def __init__(self, status: int, detail: str, headers: Headers | None = None,
+                 kind: str | None = None) -> None:
         super().__init__(detail)
         self.status = status
         self.detail = detail
         self.headers = headers or []
+        self.kind = kind
