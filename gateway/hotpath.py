@@ -2,9 +2,9 @@
 
 The whole flow of a proxied request is in `HotPath.__call__`:
 
-    check the request (path tricks, repeated or missing fields, methods, sizes, codings)
+    check the request (path tricks, repeated or missing fields, methods, sizes, upgrades)
                                                   -> 400 / 405 / 413 / 501
-    (the engine already refused oversized heads and targets: 431 / 414)
+    (the engine already refused oversized heads and targets, other codings: 431 / 414 / 501)
     build the RequestContext (request id, X-Forwarded-*, client ip)
     PolicyChain: identify -> rate limit -> cache -> breaker -> upstream   (one Redis round trip)
     send the response (streaming), then run ctx.after_response (record outcomes, store cache)
