@@ -200,7 +200,7 @@ class HttpConnection(asyncio.Protocol):
         self.limits = server.limits
         self.handler = server.handler
         self.scheme = server.scheme
-        self.loop = server.loop or asyncio.get_event_loop()
+        self.loop = server.loop or asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.peer: tuple[str, int] = ("0.0.0.0", 0)
         self.parser = HttpRequestParser(self)
