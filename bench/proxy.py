@@ -71,7 +71,7 @@ class Scenario:
 
     name: str
     description: str
-    target: str  # "backend", "nginx", "haproxy", "engine", "reference", "static" or "gateway"
+    target: str  # "backend", "nginx", "haproxy", "engine", "minimal", "reference", "static" or "gateway"
     path: str = "/api/bench/nocache"
     policies: tuple[str, ...] = ()  # gateway only: rate_limit, cache, circuit_breaker
     access_log: bool = True
@@ -89,6 +89,8 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
              "X-Forwarded-For/Proto and a request id, no log", "haproxy"),
     Scenario("engine", "bench/engine_proxy.py: the gateway's own engine as a bare proxy, no features "
              "(the engine floor)", "engine"),
+    Scenario("minimal", "bench/minimal_proxy.py: asyncio.Protocol + httptools both ways with no rules at all "
+             "(the issue's prototype; a reference, not a server)", "minimal"),
     Scenario("raw-asgi", "bench/reference_proxy.py: bare raw ASGI + aiohttp under uvicorn, no features "
              "(the floor of the stack the engine replaced)", "reference"),
     Scenario("asgi-static", "bench/reference_proxy.py --static: raw ASGI answering a constant, no "
@@ -596,6 +598,8 @@ class Bench:
                 reason = self.start_haproxy(s)
             elif s.target == "engine":
                 reason = self.start_python(s, "engine_proxy.py")
+            elif s.target == "minimal":
+                reason = self.start_python(s, "minimal_proxy.py")
             elif s.target == "reference":
                 reason = self.start_python(s, "reference_proxy.py")
             elif s.target == "static":
@@ -789,6 +793,7 @@ RATIOS = [
     ("engine floor / nginx", "engine", "nginx"),
     ("gateway / engine floor (what the features cost)", "gateway", "engine"),
     ("engine floor / raw ASGI + aiohttp floor", "engine", "raw-asgi"),
+    ("engine floor / minimal Protocol proxy (what the engine's rules cost)", "engine", "minimal"),
     ("raw ASGI + aiohttp floor / nginx", "raw-asgi", "nginx"),
     ("gateway (no access log) / nginx", "gateway-nolog", "nginx"),
     ("gateway access log on / off", "gateway", "gateway-nolog"),
