@@ -75,7 +75,8 @@ class EngineProxy:
             ex = await self.forward(request)
             headers = strip_hop_by_hop(ex.headers)
             if ex.reads_whole:
-                conn.respond(ex.status, headers, await ex.read_whole())
+                body = ex.body  # usually there already: no coroutine to wait for it
+                conn.respond(ex.status, headers, body if body is not None else await ex.read_whole())
                 return
         except UpstreamError as exc:
             conn.respond(502, _TEXT, f"upstream failed: {exc}\n".encode())

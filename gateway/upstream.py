@@ -145,7 +145,7 @@ class UpstreamPool:
             outcome.status = ex.status
             headers = strip_hop_by_hop(ex.headers)
             if ex.reads_whole:
-                data = await ex.read_whole()
+                data = ex.body if ex.body is not None else await ex.read_whole()
                 outcome.duration = time.perf_counter() - started
                 return Response(status=ex.status, headers=headers, body=data)
             if ex.stream is None:  # HEAD, 204, 304 or an empty body
