@@ -346,6 +346,8 @@ class ProxySettings(Section):
     pool_size: int = Field(256, ge=1, description="connections per upstream target, per process")
     pool_timeout: float = Field(5, gt=0, description="seconds to wait for a free upstream connection (503)")
     upstream_keepalive: float = Field(30, gt=0, description="seconds an idle upstream connection is kept")
+    underscores_in_headers: bool = Field(
+        False, description="forward request fields whose names hold '_' (off: dropped, as nginx does)")
 
     @field_validator("trusted_proxies")
     @classmethod

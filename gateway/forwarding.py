@@ -101,14 +101,16 @@ def connection_tokens(value: bytes) -> set[bytes]:
 
 def forwarded_headers(
     headers: Headers, *, peer: str, scheme: str, trusted: TrustedProxies, request_id: str,
-    drop: frozenset[bytes] | set[bytes] = HOP_BY_HOP,
+    drop: frozenset[bytes] | set[bytes] = HOP_BY_HOP, underscores: bool = True,
 ) -> tuple[Headers, str]:
     """Set X-Forwarded-For/-Proto/-Host, X-Real-IP and X-Request-ID; return (headers, client_ip).
 
     From a trusted proxy the incoming chain is extended with the peer; from anyone else the
     client's own X-Forwarded-*/Forwarded/X-Real-IP are replaced. Fields in `drop` are left out
     in the same pass: the hop-by-hop ones (`HOP_BY_HOP`, plus those the client's `Connection`
-    named, see `connection_tokens`) when `headers` are the client's as received.
+    named, see `connection_tokens`) when `headers` are the client's as received. Without
+    `underscores`, a field whose name holds `_` is left out too: CGI and WSGI backends read
+    `X_User_ID` and `X-User-ID` as the same variable, so it could smuggle a stripped field.
     """
     incoming_for = incoming_proto = incoming_host = None
     host = None
@@ -121,6 +123,8 @@ def forwarded_headers(
         elif key == b"x-forwarded-host":
             incoming_host = value
         elif key == b"x-real-ip" or key == b"forwarded" or key == b"x-request-id" or key in drop:
+            continue
+        elif not underscores and b"_" in key:
             continue
         else:
             if key == b"host":

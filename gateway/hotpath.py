@@ -14,6 +14,7 @@ The whole flow of a proxied request is in `HotPath.__call__`:
 from __future__ import annotations
 
 import logging
+import re
 import time
 from typing import TYPE_CHECKING
 
@@ -46,25 +47,34 @@ SINGLETON_FIELDS = frozenset({
     b"x-api-key", b"range", b"if-range", b"if-modified-since", b"if-unmodified-since",
 })
 _FIELD_NAMES = {b"x-api-key": "X-API-Key"}
+_DEFAULT_ALLOW = b"GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
 
 # The fields the hot path looks at, by code (one dict lookup per field; the rest are skipped).
 _SINGLETON = 16
-_REQUEST_ID, _TRACEPARENT, _TRACESTATE, _CONTENT_LENGTH, _TRANSFER_ENCODING, _UPGRADE, _CONNECTION = range(1, 8)
+(_REQUEST_ID, _TRACEPARENT, _TRACESTATE, _CONTENT_LENGTH, _TRANSFER_ENCODING, _UPGRADE, _CONNECTION,
+ _HOST) = range(1, 9)
 _FIELDS: dict[bytes, int] = {name: _SINGLETON for name in SINGLETON_FIELDS}
 _FIELDS.update({b"x-request-id": _REQUEST_ID, b"traceparent": _TRACEPARENT, b"tracestate": _TRACESTATE,
                 b"content-length": _CONTENT_LENGTH | _SINGLETON, b"transfer-encoding": _TRANSFER_ENCODING,
-                b"upgrade": _UPGRADE, b"connection": _CONNECTION})
+                b"upgrade": _UPGRADE, b"connection": _CONNECTION, b"host": _HOST | _SINGLETON})
+
+# RFC 9110 7.2 / RFC 3986 3.2.2: uri-host [ ":" port ]; a reg-name, an IPv4 address or an
+# IP-literal. Anything else (`evil example`, `a/b?@`) is refused, never forwarded as
+# X-Forwarded-Host. Empty is valid (RFC 9112 3.2: a target without an authority).
+_HOST_SYNTAX = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%!$&'()*+,;=]+)(?::[0-9]{1,5})?")
 
 
 class HotPath:
     """Serves requests whose path matched a route."""
 
     def __init__(self, chain: PolicyChain, *, trusted: TrustedProxies, max_body_bytes: int,
-                 stats: RequestStats, access_log: AccessLog | None = None,
+                 stats: RequestStats, underscores_in_headers: bool = False,
+                 access_log: AccessLog | None = None,
                  tracing: TracePropagation | None = None, spans: SpanExport | None = None) -> None:
         self.chain = chain
         self.trusted = trusted
         self.max_body_bytes = max_body_bytes
+        self.underscores = underscores_in_headers
         self.stats = stats
         self.access_log = access_log
         self.tracing = tracing
@@ -74,7 +84,7 @@ class HotPath:
         """Answer `request` (its decoded path is `path`, which matched `route`)."""
         started = time.perf_counter()
         raw_headers = request.headers
-        request_id = traceparent = tracestate = content_length = duplicate = None
+        request_id = traceparent = tracestate = content_length = duplicate = host = None
         refused: tuple[int, str, str] | None = None  # (status, detail, kind) found in the fields
         has_body = False
         singletons: set[bytes] = set()
@@ -89,7 +99,9 @@ class HotPath:
                     duplicate = key
                 singletons.add(key)
                 code &= ~_SINGLETON
-            if code == _REQUEST_ID:
+            if code == _HOST:
+                host = value
+            elif code == _REQUEST_ID:
                 request_id = value
             elif code == _TRACEPARENT:
                 # A repeated traceparent is invalid: keeping the first would guess.
@@ -106,6 +118,8 @@ class HotPath:
                     refused = (501, "WebSocket upgrades are not supported by this gateway", "upgrade-not-supported")
             elif code == _CONNECTION:  # the fields it names are hop-by-hop too
                 hop_by_hop = hop_by_hop | connection_tokens(value)
+        if host is not None and host and not _HOST_SYNTAX.fullmatch(host):
+            refused = (400, "the Host header field is not a valid host[:port]", "invalid-host")
         if b"host" not in singletons and request.version == "1.1":
             refused = (400, "an HTTP/1.1 request must carry a Host header field (RFC 9112, 3.2)", "missing-host")
         rid = request_id_from(request_id)
@@ -124,7 +138,7 @@ class HotPath:
         scheme = request.scheme
         headers, client_ip = forwarded_headers(
             raw_headers, peer=conn.peer[0], scheme=scheme, trusted=self.trusted, request_id=rid,
-            drop=hop_by_hop,
+            drop=hop_by_hop, underscores=self.underscores,
         )
         trace: TraceContext | None = None
         if self.tracing is not None:
@@ -169,6 +183,10 @@ class HotPath:
         if allowed is not None and method not in allowed:
             return problem(405, f"{method} is not allowed on {route.prefix}", request_id=rid,
                            headers=[(b"allow", ", ".join(sorted(allowed)).encode())])
+        if method == "TRACE" and allowed is None:
+            # TRACE echoes the request (cookies, credentials) back: off unless a route lists it.
+            return problem(405, "TRACE is not allowed (list it in the route's methods to allow it)",
+                           request_id=rid, headers=[(b"allow", _DEFAULT_ALLOW)])
         if self.max_body_bytes and content_length is not None:
             try:
                 length = int(content_length)

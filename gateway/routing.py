@@ -21,10 +21,13 @@ class Route:
         return frozenset(self.settings.methods) if self.settings.methods else None
 
     def upstream_path(self, raw_path: bytes) -> bytes:
-        """The path sent upstream: unchanged, or without the prefix when the route strips it."""
+        """The path sent upstream: unchanged, or without the prefix when the route strips it.
+
+        The prefix matched the decoded path, so it is cut from the raw one by walking the raw
+        bytes as they decode (`/api/order%73/x` loses `/api/order%73`, not 11 raw bytes)."""
         if not self.settings.strip_prefix:
             return raw_path
-        rest = raw_path[len(self.prefix.encode()) :]
+        rest = raw_path[_raw_length(raw_path, len(self.prefix.encode())):]
         return rest if rest.startswith(b"/") else b"/" + rest
 
 
@@ -50,6 +53,18 @@ class RouteTable:
         return [r.prefix for r in self.routes]
 
 
+def _raw_length(raw_path: bytes, decoded: int) -> int:
+    """How many raw bytes of `raw_path` decode to its first `decoded` bytes (its escapes are
+    valid: `unsafe_path_reason` refused the others)."""
+    i = 0
+    while decoded > 0 and i < len(raw_path):
+        i += 3 if raw_path[i] == 0x25 else 1  # '%XX' is one decoded byte
+        decoded -= 1
+    return i
+
+
+_BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
+
 # Encoded '/', '\', NUL and '.' (and their double encodings), raw backslashes: a backend may
 # decode them into a different path than the one we matched, so a route's policies could be
 # bypassed (`/api/users/..%2forders`). Such paths are refused with 400.
@@ -62,6 +77,9 @@ def unsafe_path_reason(raw_path: bytes) -> str | None:
         return "the path must start with '/'"
     if _SUSPICIOUS.search(raw_path):
         return "encoded slashes, backslashes, dots or NUL are not allowed in the path"
+    if b"%" in raw_path and _BAD_ESCAPE.search(raw_path):
+        # `%u002e` or a lone `%`: servers decode these differently (or not at all).
+        return "the path has an invalid percent-escape (a '%' must start two hex digits)"
     for segment in raw_path.split(b"/"):
         # `..;x` is `..` to servers that strip path parameters (Tomcat, Jetty, Spring).
         if segment.split(b";", 1)[0] in (b".", b".."):

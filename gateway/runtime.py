@@ -100,6 +100,7 @@ class Gateway:
             chain,
             trusted=TrustedProxies(proxy.trusted_proxies),
             max_body_bytes=proxy.max_body_bytes,
+            underscores_in_headers=proxy.underscores_in_headers,
             stats=self.stats,
             access_log=self.access_log,
             tracing=self.telemetry.tracing,

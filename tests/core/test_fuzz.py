@@ -132,7 +132,8 @@ _NAMES = ["content-type", "x-user-id", "x-user-tier", "x-api-key", "authorizatio
           "x-forwarded-proto", "x-forwarded-host", "forwarded", "x-real-ip", "x-request-id",
           "traceparent", "tracestate", "cache-control", "pragma", "if-none-match",
           "if-modified-since", "range", "connection", "te", "upgrade", "keep-alive", "cookie",
-          "accept-encoding", "host", "x-custom", "expect", "proxy-authorization"]
+          "accept-encoding", "host", "x-custom", "expect", "proxy-authorization", "x_user_id",
+          "transfer_encoding", "x_custom"]
 _VALUE_BYTES = bytes([9, *range(0x20, 0x7F), *range(0x80, 0x100)])
 _VALUES = st.one_of(
     st.binary(max_size=60).map(lambda b: bytes(_VALUE_BYTES[x % len(_VALUE_BYTES)] for x in b)),
@@ -226,6 +227,17 @@ def test_any_request_gets_a_clear_answer_and_stays_inside_its_route(
         assert (name in names) == any(k.decode() == name for k, _ in hdrs), name
     for hop in ("connection", "te", "upgrade", "keep-alive", "proxy-authorization"):
         assert hop not in names, (hop, seen.headers)
+    # Never a name with `_` (a CGI/WSGI backend would read X_User_ID as X-User-ID).
+    assert not any("_" in n for n in names), seen.headers
+    # Field values the gateway has no business with arrive byte for byte (OWS around them is
+    # not part of a value), unless the Connection field named them hop-by-hop.
+    named = {t.strip().lower() for k, v in hdrs if k == b"connection" for t in v.split(b",")}
+    for name in (b"x-custom", b"cookie", b"accept-encoding"):
+        if name in named:
+            continue
+        sent = [v.strip(b" \t") for k, v in hdrs if k == name]
+        got = [v.encode("latin-1") for k, v in seen.headers if k.lower().encode() == name]
+        assert got == sent, (name, sent, got)
 
 
 # -- the control plane ----------------------------------------------------------------------
