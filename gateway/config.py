@@ -88,6 +88,10 @@ class ServiceSettings(Section):
     health_path: str = "/health"
     health_interval: float = Field(10, gt=0)
     ca_file: str | None = Field(None, description="PEM CA bundle to verify https:// upstreams with")
+    # Bulkheads (Envoy's per-cluster circuit breakers): one service cannot starve another.
+    max_connections: int | None = Field(None, ge=1, description="connections per target (default proxy.pool_size)")
+    max_pending: int = Field(1024, ge=0, description="requests waiting for a connection per target; past it 503 at once")
+    pending_timeout: float | None = Field(None, gt=0, description="seconds a request waits (default proxy.pool_timeout)")
     circuit_breaker: dict[str, Any] | None = None
 
     @field_validator("url")

@@ -93,10 +93,14 @@ class UpstreamPool:
 
     async def start(self) -> None:
         proxy = self.config.proxy
-        for url, target in self.targets.items():
-            self.pools[url] = TargetPool(target.host, target.port, tls=self._tls.get(url),
-                                         limit=proxy.pool_size, wait_timeout=proxy.pool_timeout,
-                                         keepalive=proxy.upstream_keepalive)
+        for service in self.config.services.values():
+            for url in service.upstreams:
+                target = self.targets[url]
+                self.pools[url] = TargetPool(
+                    target.host, target.port, tls=self._tls.get(url),
+                    limit=service.max_connections or proxy.pool_size,
+                    wait_timeout=service.pending_timeout or proxy.pool_timeout,
+                    max_pending=service.max_pending, keepalive=proxy.upstream_keepalive)
         self._sweeper = Periodic(min(5.0, proxy.upstream_keepalive / 2), self._sweep,
                                  "upstream pool sweep")
         self._sweeper.start()

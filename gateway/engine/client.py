@@ -15,7 +15,8 @@ How each failure is reported (`UpstreamError.kind`):
     protocol   the upstream broke HTTP/1.1: an unparsable or oversized head, Content-Length
                with Transfer-Encoding, a transfer coding other than chunked, a status outside
                100-599, an upgrade nobody asked for
-    pool       every connection to the target stayed busy for `wait_timeout`
+    pool       every connection to the target stayed busy for `wait_timeout`, or `max_pending`
+               requests were already waiting
 
 Framing rules kept here: no body for HEAD, 1xx, 204 and 304; a body without Content-Length or
 chunked framing ends when the upstream closes the connection cleanly (a reset cuts it); bytes
@@ -446,12 +447,13 @@ class TargetPool:
     """Keep-alive connections to one target, at most `limit` open at once."""
 
     def __init__(self, host: str, port: int, *, tls: ssl.SSLContext | None, limit: int,
-                 wait_timeout: float, keepalive: float = 30.0) -> None:
+                 wait_timeout: float, keepalive: float = 30.0, max_pending: int = 1024) -> None:
         self.host = host
         self.port = port
         self.tls = tls
         self.limit = limit
         self.wait_timeout = wait_timeout
+        self.max_pending = max_pending
         self.keepalive = keepalive
         self.loop = asyncio.get_running_loop()
         self.idle: list[UpstreamConnection] = []
@@ -510,6 +512,8 @@ class TargetPool:
                 conn.close()  # frees its slot for the new connection
             if self.size < self.limit:
                 return await self._connect(connect_timeout)
+            if len(self._waiters) >= self.max_pending:  # a bulkhead: refuse now, not queue on
+                raise UpstreamError("pool", f"{len(self._waiters)} requests already wait for a connection")
             handed = await self._wait()
             if handed is None or handed.closed:
                 continue  # a slot came free (or the handed connection died): look again
