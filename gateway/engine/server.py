@@ -171,7 +171,8 @@ class Server:
 
     async def shutdown(self, grace: float) -> None:
         """Stop accepting, close idle connections, let in-flight requests finish within
-        `grace` seconds (their responses say `Connection: close`), then cut what is left."""
+        `grace` seconds (their responses say `Connection: close`), then end what is left: a
+        request not yet answered gets a 503 problem, a response under way is cut."""
         self.draining = True
         for server in self.servers:
             server.close()
@@ -184,7 +185,7 @@ class Server:
             for conn in list(self.connections):
                 conn.close_if_idle()
         for conn in list(self.connections):
-            conn.abort()
+            conn.end_for_shutdown()
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
@@ -756,6 +757,21 @@ class HttpConnection(asyncio.Protocol):
         if not self.closed and self.transport is not None:
             self.closed = True
             self.transport.close()
+
+    def end_for_shutdown(self) -> None:
+        """The drain's grace ran out: answer a request that has no response yet with a 503
+        (the application's own answer, when it comes, finds the connection closed and goes
+        nowhere), and cut a response under way (it must not look complete)."""
+        if self.closed:
+            return
+        if self._active is not None and self._state == 0:
+            self._closing = True
+            self.respond(503, [(b"content-type", b"application/problem+json"), (b"retry-after", b"1")],
+                         problem_body(503, "the gateway is shutting down: retry the request",
+                                      kind="shutting-down"))
+            self.close()
+        else:
+            self.abort()
 
     def close_if_idle(self) -> None:
         if self._active is None and not self._queue and not self.closed:
