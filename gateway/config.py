@@ -343,6 +343,10 @@ class ProxySettings(Section):
     max_url_bytes: int = Field(8192, ge=256, description="longest request target (414 beyond)")
     max_headers: int = Field(100, ge=8, description="most header fields in a request (431 beyond)")
     max_pipelined: int = Field(16, ge=1, description="queued pipelined requests per connection")
+    max_connections: int = Field(10_000, ge=0, description="open client connections per process (0: no cap)")
+    max_connections_per_client: int = Field(
+        0, ge=0, description="open connections per client address (0: no cap; behind a load balancer "
+        "every connection comes from its address: cap on the load balancer instead)")
     header_timeout: float = Field(10, gt=0, description="seconds to receive a request head (408)")
     idle_timeout: float = Field(60, gt=0, description="seconds a keep-alive connection may idle")
     body_timeout: float = Field(60, gt=0, description="longest gap while a request body arrives (408)")

@@ -35,6 +35,8 @@ def limits_from(proxy: ProxySettings) -> Limits:
         max_headers=proxy.max_headers, header_timeout=proxy.header_timeout,
         idle_timeout=proxy.idle_timeout, body_timeout=proxy.body_timeout,
         send_timeout=proxy.send_timeout, max_pipelined=proxy.max_pipelined,
+        max_connections=proxy.max_connections,
+        max_connections_per_client=proxy.max_connections_per_client,
     )
 
 

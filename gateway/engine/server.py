@@ -74,6 +74,8 @@ class Limits:
     body_timeout: float = 60.0
     send_timeout: float = 60.0
     max_pipelined: int = 16
+    max_connections: int = 0  # open client connections per process (0: no cap)
+    max_connections_per_client: int = 0  # per peer address (0: no cap)
 
 
 class Request:
@@ -129,6 +131,7 @@ class Server:
         self.limits = limits or Limits()
         self.scheme = scheme
         self.connections: set[HttpConnection] = set()
+        self.per_peer: dict[str, int] = {}  # open connections per peer address (when capped)
         self.draining = False
         self._sweeper: asyncio.TimerHandle | None = None
         lim = self.limits
@@ -206,6 +209,7 @@ class HttpConnection(asyncio.Protocol):
         self.peer: tuple[str, int] = ("0.0.0.0", 0)
         self.parser = HttpRequestParser(self)
         self.closed = False
+        self._counted = False  # counted in server.per_peer
         self.read_deadline = 0.0
         self.write_deadline = 0.0
         self._read_kind = ""
@@ -244,13 +248,41 @@ class HttpConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
             self.peer = (str(peer[0]), int(peer[1]))
-        self.server.connections.add(self)
+        server = self.server
+        limits = self.limits
+        if limits.max_connections and len(server.connections) >= limits.max_connections:
+            self._turn_away("the gateway is at its connection limit")
+            return
+        if limits.max_connections_per_client:
+            address = self.peer[0]
+            count = server.per_peer.get(address, 0)
+            if count >= limits.max_connections_per_client:
+                self._turn_away(f"more than {limits.max_connections_per_client} connections from this address")
+                return
+            server.per_peer[address] = count + 1
+            self._counted = True
+        server.connections.add(self)
         self._set_idle()
+
+    def _turn_away(self, detail: str) -> None:
+        """Refuse a connection past a cap: a 503 problem at once, then close (never queued)."""
+        self._closing = True
+        self.respond(503, [(b"content-type", b"application/problem+json"), (b"retry-after", b"1")],
+                     problem_body(503, detail, kind="too-many-connections"))
+        self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.read_deadline = self.write_deadline = 0.0
         self.server.connections.discard(self)
+        if self._counted:
+            self._counted = False
+            per_peer = self.server.per_peer
+            left = per_peer.get(self.peer[0], 1) - 1
+            if left > 0:
+                per_peer[self.peer[0]] = left
+            else:
+                per_peer.pop(self.peer[0], None)
         gone = ClientGone("the client closed the connection")
         for request in (self._active, self._parsing, *self._queue):
             if request is not None and request.body is not None:
