@@ -51,11 +51,9 @@ _DEFAULT_ALLOW = b"GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
 
 # The fields the hot path looks at, by code (one dict lookup per field; the rest are skipped).
 _SINGLETON = 16
-(_REQUEST_ID, _TRACEPARENT, _TRACESTATE, _CONTENT_LENGTH, _TRANSFER_ENCODING, _UPGRADE, _CONNECTION,
- _HOST) = range(1, 9)
+_REQUEST_ID, _TRACEPARENT, _TRACESTATE, _UPGRADE, _CONNECTION, _HOST = range(1, 7)
 _FIELDS: dict[bytes, int] = {name: _SINGLETON for name in SINGLETON_FIELDS}
 _FIELDS.update({b"x-request-id": _REQUEST_ID, b"traceparent": _TRACEPARENT, b"tracestate": _TRACESTATE,
-                b"content-length": _CONTENT_LENGTH | _SINGLETON, b"transfer-encoding": _TRANSFER_ENCODING,
                 b"upgrade": _UPGRADE, b"connection": _CONNECTION, b"host": _HOST | _SINGLETON})
 
 # RFC 9110 7.2 / RFC 3986 3.2.2: uri-host [ ":" port ]; a reg-name, an IPv4 address or an
@@ -84,9 +82,8 @@ class HotPath:
         """Answer `request` (its decoded path is `path`, which matched `route`)."""
         started = time.perf_counter()
         raw_headers = request.headers
-        request_id = traceparent = tracestate = content_length = duplicate = host = None
+        request_id = traceparent = tracestate = duplicate = host = None
         refused: tuple[int, str, str] | None = None  # (status, detail, kind) found in the fields
-        has_body = False
         singletons: set[bytes] = set()
         hop_by_hop: frozenset[bytes] | set[bytes] = HOP_BY_HOP
         fields = _FIELDS
@@ -108,11 +105,6 @@ class HotPath:
                 traceparent = value if traceparent is None else b"-"
             elif code == _TRACESTATE:
                 tracestate = value if tracestate is None else tracestate + b"," + value
-            elif code == _CONTENT_LENGTH:
-                content_length = value
-                has_body = value.strip() not in (b"0", b"")
-            elif code == _TRANSFER_ENCODING:  # only `chunked`: the engine refused any other (501)
-                has_body = True
             elif code == _UPGRADE:
                 if b"websocket" in value.lower():
                     refused = (501, "WebSocket upgrades are not supported by this gateway", "upgrade-not-supported")
@@ -127,7 +119,7 @@ class HotPath:
         raw_path = request.path
         conn = request.conn
 
-        early = self._check(route, method, raw_path, content_length, rid, duplicate, refused)
+        early = self._check(route, method, raw_path, request.content_length, rid, duplicate, refused)
         if early is not None:
             self._send_whole(conn, early, rid, route.service, started)
             elapsed = time.perf_counter() - started
@@ -147,7 +139,8 @@ class HotPath:
         ctx = RequestContext(
             request_id=rid, method=method, path=path, raw_path=raw_path,
             query_string=request.query, headers=headers, client_ip=client_ip, scheme=scheme,
-            route=route, body=request.body, client_headers=raw_headers, has_body=has_body,
+            route=route, body=request.body, client_headers=raw_headers,
+            has_body=request.body is not None,  # the engine's: Content-Length > 0 or chunked
             chunked=request.chunked, interim=conn.interim, started=started,
         )
         ctx.state["max_body_bytes"] = self.max_body_bytes
@@ -169,7 +162,7 @@ class HotPath:
         if self.spans is not None and trace is not None and trace.sampled:
             self.spans.record(ctx, trace, response.status, elapsed)
 
-    def _check(self, route: Route, method: str, raw_path: bytes, content_length: bytes | None,
+    def _check(self, route: Route, method: str, raw_path: bytes, content_length: int | None,
                rid: str, duplicate: bytes | None = None,
                refused: tuple[int, str, str] | None = None) -> Response | None:
         reason = unsafe_path_reason(raw_path)
@@ -187,14 +180,10 @@ class HotPath:
             # TRACE echoes the request (cookies, credentials) back: off unless a route lists it.
             return problem(405, "TRACE is not allowed (list it in the route's methods to allow it)",
                            request_id=rid, headers=[(b"allow", _DEFAULT_ALLOW)])
-        if self.max_body_bytes and content_length is not None:
-            try:
-                length = int(content_length)
-            except ValueError:
-                return problem(400, "Content-Length is not a number", request_id=rid)
-            if length > self.max_body_bytes:
-                return problem(413, f"request body exceeds {self.max_body_bytes} bytes", request_id=rid)
-        if refused is not None:  # no Host, an unsupported transfer coding or upgrade
+        # (llhttp checked the value: digits, one of them; the engine parsed it)
+        if self.max_body_bytes and content_length is not None and content_length > self.max_body_bytes:
+            return problem(413, f"request body exceeds {self.max_body_bytes} bytes", request_id=rid)
+        if refused is not None:  # no or an invalid Host, a WebSocket upgrade
             return problem(refused[0], refused[1], request_id=rid, kind=refused[2])
         return None
 

@@ -90,11 +90,6 @@ class BodyStream:
 
     # -- the reader's side -------------------------------------------------------------------
     @property
-    def done(self) -> bool:
-        """Every byte has arrived (some may still be buffered)."""
-        return self._done
-
-    @property
     def failed(self) -> BaseException | None:
         return self._error
 
@@ -116,14 +111,6 @@ class BodyStream:
             self.paused = False
             self._resume()
         return chunk
-
-    async def read_all(self) -> bytes:
-        parts: list[bytes] = []
-        while True:
-            chunk = await self.read()
-            if not chunk:
-                return b"".join(parts)
-            parts.append(chunk)
 
     def __aiter__(self) -> BodyStream:
         return self

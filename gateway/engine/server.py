@@ -44,7 +44,7 @@ from httptools import (
 )
 
 from gateway.engine.body import BodyStream
-from gateway.engine.wire import LAST_CHUNK, SERVER, Headers, http_date, status_line
+from gateway.engine.wire import LAST_CHUNK, SERVER, Headers, chunk, http_date, status_line
 from gateway.problem import problem_body
 
 log = logging.getLogger("gateway.engine")
@@ -494,7 +494,7 @@ class HttpConnection(asyncio.Protocol):
         if request.body is not None:
             request.body.finish()
         if request is self._active or request in self._queue:
-            self._set_idle_if_waiting()
+            self.read_deadline = 0.0  # the request is in; its handler runs on its own clock
         if request is self._draining_body:
             self._draining_body = None
             self._next()
@@ -579,9 +579,6 @@ class HttpConnection(asyncio.Protocol):
         if not self._in_head and self._parsing is None:
             self.read_deadline = self.loop.time() + self.limits.idle_timeout
             self._read_kind = "idle"
-
-    def _set_idle_if_waiting(self) -> None:
-        self.read_deadline = 0.0  # the request is in; its handler runs on its own clock
 
     def _block(self) -> None:
         self._blocks += 1
@@ -724,7 +721,7 @@ class HttpConnection(asyncio.Protocol):
                 data = data[: self._remaining]
             self._remaining -= len(data)
         elif self._chunked and data:
-            data = b"%x\r\n%s\r\n" % (len(data), data)
+            data = chunk(data)
         head = self._head
         if head is not None:
             self._head = None
@@ -755,10 +752,6 @@ class HttpConnection(asyncio.Protocol):
         if self._remaining > 0 and not self._no_body:
             self._remaining = -1
             self.abort()
-
-    @property
-    def response_started(self) -> bool:
-        return self._state != 0
 
     def response_finished(self) -> asyncio.Future[None]:
         """Resolves once the current response is complete or the connection is gone."""

@@ -1,12 +1,10 @@
-"""Drive the engine in-process, without sockets: an httpx transport for tests (httpx's
-`MockTransport` habit).
+"""Drive the engine in-process, without sockets (tests and the in-process benchmark).
 
-    async with httpx.AsyncClient(transport=EngineTransport(app), base_url="http://gw") as c:
-        response = await c.get("/api/users")
+    status, headers, body = await exchange(Server(app), b"GET / HTTP/1.1\r\nHost: gw\r\n\r\n")
 
-Each request is written as HTTP/1.1 bytes into a fresh `HttpConnection` over an in-memory
-transport and the bytes the engine writes back are parsed with llhttp, so the request goes
-through exactly the parsing, limits and framing it would meet on a socket.
+The raw request is written into a fresh `HttpConnection` over an in-memory transport and the
+bytes the engine writes back are parsed with llhttp, so the request goes through exactly the
+parsing, limits and framing it would meet on a socket.
 """
 
 from __future__ import annotations
@@ -14,10 +12,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import httpx
 from httptools import HttpResponseParser
 
-from gateway.engine.server import Handler, HttpConnection, Limits, Server
+from gateway.engine.server import HttpConnection, Server
 
 
 class MemoryTransport(asyncio.Transport):
@@ -87,14 +84,14 @@ class _Reply:
                 self.parser.feed_data(data)
             except Exception as exc:  # the engine wrote something that is not HTTP/1.1
                 if not self.done.done():
-                    self.done.set_exception(httpx.RemoteProtocolError(f"invalid response: {exc}"))
+                    self.done.set_exception(ConnectionError(f"invalid response: {exc}"))
 
     def closed(self) -> None:
         if not self.done.done():
             if self.status:
                 self.done.set_result(None)  # a close-delimited body, or a cut one
             else:
-                self.done.set_exception(httpx.RemoteProtocolError("the connection closed without a response"))
+                self.done.set_exception(ConnectionError("the connection closed without a response"))
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))
@@ -137,22 +134,3 @@ async def exchange(server: Server, data: bytes, client: tuple[str, int] = ("127.
         transport.close()
     return reply.status, reply.headers, b"".join(reply.body)
 
-
-class EngineTransport(httpx.AsyncBaseTransport):
-    """Serves each httpx request with `handler` on a new in-memory engine connection."""
-
-    def __init__(self, handler: Handler, limits: Limits | None = None,
-                 client: tuple[str, int] = ("127.0.0.1", 40000)) -> None:
-        self.server = Server(handler, limits)
-        self.client = client
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        body = request.read()
-        lines = [b"%s %s HTTP/1.1\r\n" % (request.method.encode(), request.url.raw_path)]
-        for name, value in request.headers.raw:
-            lines.append(name + b": " + value + b"\r\n")
-        if body and "content-length" not in request.headers and "transfer-encoding" not in request.headers:
-            lines.append(b"content-length: %d\r\n" % len(body))
-        lines.append(b"\r\n")
-        status, headers, content = await exchange(self.server, b"".join(lines) + body, self.client)
-        return httpx.Response(status, headers=headers, content=content, request=request)

@@ -1,8 +1,8 @@
-"""HTTP/1.1 on the wire: message heads, chunked framing, the Date field.
+"""HTTP/1.1 on the wire, the pieces both directions share: status lines, chunked framing,
+the Date field, field-syntax checks.
 
-Both directions write through here, so the bytes the engine puts on a socket are built in one
-place. Header names are sent as the engine holds them (lower case, which HTTP/1.1 allows);
-values are sent unchanged (bytes outside ASCII pass as received).
+Header names are sent as the engine holds them (lower case, which HTTP/1.1 allows); values are
+sent unchanged (bytes outside ASCII pass as received).
 """
 
 from __future__ import annotations
@@ -38,10 +38,6 @@ def status_line(status: int, version: bytes = b"1.1") -> bytes:
             line = _STATUS_LINES[status] = b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b""))
         return line
     return b"HTTP/%s %d %s\r\n" % (version, status, _REASONS.get(status, b""))
-
-
-def reason(status: int) -> bytes:
-    return _REASONS.get(status, b"")
 
 
 def chunk(data: bytes) -> bytes:
