@@ -9,20 +9,15 @@ from typing import Any
 
 import httpx
 
-from tests.support.inproc import running_gateway, running_service
+from tests.support.inproc import proxy_config, running_gateway, running_service
 
 
 def config(users: str, products: str) -> dict[str, Any]:
-    return {
-        "services": {
-            "users": {"url": users, "timeout": 5, "max_connections": 1, "max_pending": 1,
-                      "pending_timeout": 3},
-            "products": {"url": products, "timeout": 5},
-        },
-        "routes": {"/api/users": "users", "/api/products": "products"},
-        "rate_limit": {"enabled": False}, "cache": {"enabled": False},
-        "circuit_breaker": {"enabled": False},
-    }
+    return proxy_config({
+        "users": {"url": users, "timeout": 5, "max_connections": 1, "max_pending": 1,
+                  "pending_timeout": 3},
+        "products": {"url": products, "timeout": 5},
+    })
 
 
 async def test_past_max_pending_a_request_is_refused_at_once_and_other_services_are_untouched() -> None:

@@ -11,20 +11,18 @@ from typing import Any
 import pytest
 
 from gateway.engine.wire import Headers
-from tests.support.inproc import running_gateway
+from tests.support.inproc import proxy_config, running_gateway
 
 ECHO = "/api/users/_mock/echo"
 
 
 def config(users_url: str, **proxy: Any) -> dict[str, Any]:
-    return {
-        "services": {"users": {"url": users_url, "timeout": 5}},
-        "routes": {"/api/users": "users",
-                   "/api/stripped": {"service": "users", "strip_prefix": True},
-                   "/api/traced": {"service": "users", "methods": ["GET", "TRACE"], "strip_prefix": True}},
-        "rate_limit": {"enabled": False}, "cache": {"enabled": False},
-        "circuit_breaker": {"enabled": False}, "proxy": proxy,
-    }
+    return proxy_config(
+        {"users": {"url": users_url, "timeout": 5}},
+        {"/api/users": "users",
+         "/api/stripped": {"service": "users", "strip_prefix": True},
+         "/api/traced": {"service": "users", "methods": ["GET", "TRACE"], "strip_prefix": True}},
+        proxy=proxy)
 
 
 @pytest.fixture

@@ -10,18 +10,13 @@ from typing import Any
 
 import pytest
 
-from tests.support.inproc import running_service, serving
+from tests.support.inproc import proxy_config, running_service, serving
 
 GET = b"GET /api/users HTTP/1.1\r\nHost: gw\r\n\r\n"
 
 
 def config(users: str, **proxy: Any) -> dict[str, Any]:
-    return {
-        "services": {"users": {"url": users, "timeout": 5}},
-        "routes": {"/api/users": "users"},
-        "rate_limit": {"enabled": False}, "cache": {"enabled": False},
-        "circuit_breaker": {"enabled": False}, "proxy": proxy,
-    }
+    return proxy_config({"users": {"url": users, "timeout": 5}}, proxy=proxy)
 
 
 async def status_of(reader: asyncio.StreamReader) -> tuple[int, bytes]:

@@ -7,16 +7,11 @@ import asyncio
 import json
 import time
 
-from tests.support.inproc import running_service, serving
+from tests.support.inproc import proxy_config, running_service, serving
 
 
 def config(users: str) -> dict[str, object]:
-    return {
-        "services": {"users": {"url": users, "timeout": 10}},
-        "routes": {"/api/users": "users"},
-        "rate_limit": {"enabled": False}, "cache": {"enabled": False},
-        "circuit_breaker": {"enabled": False},
-    }
+    return proxy_config({"users": {"url": users, "timeout": 10}})
 
 
 async def read_all(reader: asyncio.StreamReader) -> bytes:

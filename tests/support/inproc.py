@@ -35,6 +35,18 @@ async def running_service(name: str) -> AsyncIterator[str]:
         await runner.cleanup()
 
 
+def proxy_config(services: dict[str, dict[str, Any]], routes: dict[str, Any] | None = None,
+                 **extra: Any) -> dict[str, Any]:
+    """A config for the data plane alone: every policy off; `services` as the config takes them,
+    routed at `/api/<name>` unless `routes` says otherwise; `extra` sections added as given."""
+    return {
+        "services": services,
+        "routes": routes if routes is not None else {f"/api/{name}": name for name in services},
+        "rate_limit": {"enabled": False}, "cache": {"enabled": False},
+        "circuit_breaker": {"enabled": False}, **extra,
+    }
+
+
 @contextlib.asynccontextmanager
 async def serving(config: dict[str, Any]) -> AsyncIterator[tuple[GatewayApp, Server]]:
     """A gateway serving `config` on an ephemeral port: the app (`app.url` is set) and the
