@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 import uvloop
 
-from gateway.engine.client import Exchange, TargetPool, UpstreamError, send
+from gateway.engine.client import TargetPool, UpstreamError, send
 from gateway.engine.server import Request, Server
 from gateway.forwarding import strip_hop_by_hop
 from gateway.serve import tune_gc
@@ -58,25 +58,22 @@ class EngineProxy:
         parts.append(b"\r\n")
         return b"".join(parts)
 
-    async def forward(self, request: Request) -> Exchange:
-        head, body, head_only = self.head(request), request.body, request.method == "HEAD"
-        try:
-            return await send(self.pool, head, body, chunked=request.chunked, head_only=head_only,
-                              stall=STALL, connect_timeout=CONNECT, small_body=SMALL_BODY)
-        except UpstreamError as exc:
-            if not exc.retryable or body is not None or request.method not in _RETRY:
-                raise
-            return await send(self.pool, head, None, chunked=False, head_only=head_only,
-                              stall=STALL, connect_timeout=CONNECT, small_body=SMALL_BODY, fresh=True)
-
     async def __call__(self, request: Request) -> None:
         conn = request.conn
+        head, body, head_only = self.head(request), request.body, request.method == "HEAD"
         try:
-            ex = await self.forward(request)
-            headers = strip_hop_by_hop(ex.headers)
+            try:
+                ex = await send(self.pool, head, body, chunked=request.chunked, head_only=head_only,
+                                stall=STALL, connect_timeout=CONNECT, small_body=SMALL_BODY)
+            except UpstreamError as exc:
+                if not exc.retryable or body is not None or request.method not in _RETRY:
+                    raise
+                ex = await send(self.pool, head, None, chunked=False, head_only=head_only, stall=STALL,
+                                connect_timeout=CONNECT, small_body=SMALL_BODY, fresh=True)
+            headers = ex.headers  # the end-to-end fields (the engine left out the hop-by-hop ones)
             if ex.reads_whole:
-                body = ex.body  # usually there already: no coroutine to wait for it
-                conn.respond(ex.status, headers, body if body is not None else await ex.read_whole())
+                data = ex.body  # usually there already: no coroutine to wait for it
+                conn.respond(ex.status, headers, data if data is not None else await ex.read_whole())
                 return
         except UpstreamError as exc:
             conn.respond(502, _TEXT, f"upstream failed: {exc}\n".encode())
@@ -86,8 +83,8 @@ class EngineProxy:
                 conn.respond(ex.status, headers, ex.body or b"")
                 return
             conn.start(ex.status, headers, ex.content_length)
-            async for data in ex.stream:  # an upstream failing mid-body: the engine cuts the client
-                await conn.write(data)
+            async for piece in ex.stream:  # an upstream failing mid-body: the engine cuts the client
+                await conn.write(piece)
             conn.end()
         finally:
             ex.release()

@@ -8,6 +8,7 @@ measured to cost a third of the throughput).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable
 from urllib.parse import unquote
@@ -39,7 +40,9 @@ class GatewayApp:
         hotpath = self.gateway.hotpath
         if route is not None and hotpath is not None:
             return hotpath(route, request, path)
-        return self.control(request, path)
+        # The control plane (FastAPI, anyio) gets a task of its own, as under any ASGI server:
+        # its context variables and cancel scopes never outlive the request.
+        return asyncio.get_running_loop().create_task(self.control(request, path))
 
     async def start(self) -> None:
         await self.gateway.start()

@@ -13,21 +13,9 @@ import re
 from collections.abc import Iterable
 
 from gateway.context import Headers
+from gateway.engine.wire import HOP_BY_HOP, connection_tokens, end_to_end
 
-# RFC 9110 §7.6.1, plus the de-facto ones proxies also drop.
-HOP_BY_HOP = frozenset(
-    {
-        b"connection",
-        b"proxy-connection",
-        b"keep-alive",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-        b"proxy-authenticate",
-        b"proxy-authorization",
-    }
-)
+__all__ = ["HOP_BY_HOP", "connection_tokens", "strip_hop_by_hop", "forwarded_headers"]
 
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9._:\-]{1,128}")
 
@@ -40,21 +28,8 @@ def request_id_from(value: bytes | None) -> str:
 
 
 def strip_hop_by_hop(headers: Iterable[tuple[bytes, bytes]]) -> Headers:
-    """Drop hop-by-hop fields, including every field named in `Connection` (one pass; a
-    second only when `Connection` names fields)."""
-    kept: Headers = []
-    named: set[bytes] | None = None
-    for field in headers:
-        name = field[0]
-        if name in HOP_BY_HOP:
-            if name == b"connection":
-                tokens = connection_tokens(field[1])
-                named = tokens if named is None else named | tokens
-            continue
-        kept.append(field)
-    if named:
-        return [f for f in kept if f[0] not in named]
-    return kept
+    """Drop hop-by-hop fields, including every field named in `Connection`."""
+    return end_to_end(headers if isinstance(headers, list) else list(headers))
 
 
 class TrustedProxies:
@@ -92,11 +67,6 @@ def _valid_ip(text: str) -> str | None:
         return str(ipaddress.ip_address(text.strip("[]")))
     except ValueError:
         return None
-
-
-def connection_tokens(value: bytes) -> set[bytes]:
-    """The field names a `Connection` field lists (hop-by-hop by being named)."""
-    return {t.strip().lower() for t in value.split(b",")}
 
 
 def forwarded_headers(

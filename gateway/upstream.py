@@ -20,16 +20,15 @@ from __future__ import annotations
 import itertools
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from gateway.background import Periodic
 from gateway.config import GatewayConfig, ServiceSettings
-from gateway.context import Headers, RequestBody, RequestContext, Response, UpstreamOutcome
+from gateway.context import RequestBody, RequestContext, Response, UpstreamOutcome
 from gateway.engine.client import Exchange, TargetPool, UpstreamError, send
 from gateway.engine.server import BodyTimeout, ClientGone
-from gateway.forwarding import strip_hop_by_hop
 from gateway.problem import problem
 
 IDEMPOTENT_NO_BODY = frozenset({"GET", "HEAD", "OPTIONS", "DELETE", "TRACE"})
@@ -138,16 +137,16 @@ class UpstreamPool:
             try:
                 ex = await send(pool, head, body, chunked=ctx.chunked, head_only=ctx.method == "HEAD",
                                 stall=stall, connect_timeout=service.connect_timeout,
-                                small_body=SMALL_BODY, on_interim=_interim(ctx))
+                                small_body=SMALL_BODY, on_interim=ctx.interim)
             except UpstreamError as exc:
                 if not (retry and exc.retryable):
                     raise
                 # A stale keep-alive connection: nothing was processed; once more, on a new one.
                 ex = await send(pool, head, None, chunked=False, head_only=ctx.method == "HEAD",
                                 stall=stall, connect_timeout=service.connect_timeout,
-                                small_body=SMALL_BODY, on_interim=_interim(ctx), fresh=True)
+                                small_body=SMALL_BODY, on_interim=ctx.interim, fresh=True)
             outcome.status = ex.status
-            headers = strip_hop_by_hop(ex.headers)
+            headers = ex.headers  # the end-to-end fields (the engine left out the hop-by-hop ones)
             if ex.reads_whole:
                 data = ex.body if ex.body is not None else await ex.read_whole()
                 outcome.duration = time.perf_counter() - started
@@ -208,17 +207,6 @@ def _request_head(ctx: RequestContext, target: Target) -> bytes:
         parts.append(b"transfer-encoding: chunked\r\n")
     parts.append(b"\r\n")
     return b"".join(parts)
-
-
-def _interim(ctx: RequestContext) -> Callable[[int, Headers], None] | None:
-    send_interim = ctx.interim
-    if send_interim is None:
-        return None
-
-    def forward(status: int, headers: Headers) -> None:
-        send_interim(status, strip_hop_by_hop(headers))
-
-    return forward
 
 
 async def _limited(body: RequestBody, limit: int) -> AsyncIterator[bytes]:

@@ -42,7 +42,7 @@ from httptools import (
 )
 
 from gateway.engine.body import BodyStream
-from gateway.engine.wire import LAST_CHUNK, Headers, chunk
+from gateway.engine.wire import HOP_BY_HOP, LAST_CHUNK, Headers, chunk, connection_tokens
 
 MAX_RESPONSE_HEAD = 64 * 1024
 
@@ -241,7 +241,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._headers = []
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name.lower(), value))
+        self._headers.append((name, value))
         # The raw count in data_received only sees a head that is still incomplete after a
         # read; a whole oversized head arriving in one read passed it. Counting the fields
         # bounds the head whatever the reads were (one budget per exchange: interim heads,
@@ -254,9 +254,34 @@ class UpstreamConnection(asyncio.Protocol):
         ex = self.exchange
         assert ex is not None
         status = self.parser.get_status_code()
-        headers, self._headers = self._headers, []
+        raw, self._headers = self._headers, []
         if not 100 <= status <= 599:
             raise UpstreamError("protocol", f"status {status} is outside 100-599")
+        # One pass: names to lower case, the framing fields read, the hop-by-hop ones left out
+        # (the exchange's headers are the end-to-end ones; see wire.end_to_end).
+        headers: Headers = []
+        length: int | None = None
+        chunked = close = False
+        codings = 0
+        named: frozenset[bytes] | None = None
+        for name, value in raw:
+            name = name.lower()
+            if name in HOP_BY_HOP:
+                if name == b"transfer-encoding":
+                    codings += 1
+                    if value.strip().lower() != b"chunked" or codings > 1:
+                        raise UpstreamError("protocol", f"unsupported transfer coding {value[:40]!r}")
+                    chunked = True
+                elif name == b"connection":
+                    tokens = connection_tokens(value)
+                    close = close or b"close" in tokens
+                    named = tokens if named is None else named | tokens
+                continue
+            if name == b"content-length":
+                length = int(value)  # llhttp checked it: digits, one value
+            headers.append((name, value))
+        if named is not None and not named <= HOP_BY_HOP:
+            headers = [f for f in headers if f[0] not in named]
         if status < 200:
             if status == 101:
                 raise UpstreamError("protocol", "101 Switching Protocols without an upgrade request")
@@ -264,23 +289,11 @@ class UpstreamConnection(asyncio.Protocol):
             if status == 103 and ex.on_interim is not None:
                 ex.on_interim(status, headers)
             return  # 100 Continue and other interim responses are consumed
-        length: int | None = None
-        chunked = False
-        codings = 0
-        for name, value in headers:
-            if name == b"content-length":
-                length = int(value)  # llhttp checked it: digits, one value
-            elif name == b"transfer-encoding":
-                codings += 1
-                if value.strip().lower() != b"chunked" or codings > 1:
-                    raise UpstreamError("protocol", f"unsupported transfer coding {value[:40]!r}")
-                chunked = True
         ex.status = status
         ex.headers = headers
         ex.content_length = None if chunked else length
         if ex.head_only:  # llhttp would count a HEAD reply without a length as close-delimited
-            self._keep_alive = self.parser.get_http_version() == "1.1" and not any(
-                n == b"connection" and b"close" in v.lower() for n, v in headers)
+            self._keep_alive = self.parser.get_http_version() == "1.1" and not close
         else:
             self._keep_alive = self.parser.should_keep_alive()
         no_body = ex.head_only or status in (204, 304)
@@ -326,19 +339,22 @@ class UpstreamConnection(asyncio.Protocol):
         self.exchange = None
         ex.conn = None
         ex.complete = True
-        self._disarm()
+        self._armed = False
+        stream = ex.stream
         if ex.whole is not None:
             ex.body = b"".join(ex.whole)
             ex.whole = None
-        elif ex.stream is not None:
-            ex.stream.detach()
-            ex.stream.finish()
-        ex._wake()
+        elif stream is not None:
+            stream.detach()
+            stream.finish()
+        if ex._whole_waiter is not None:
+            ex._wake()
         if self.closed:
             return
         # Answered before the whole request went out: the connection is out of step.
         if self._keep_alive and not self._after_end and not ex.until_eof and not self._sending:
-            self._resume_reading()
+            if stream is not None:  # its reader may have paused us
+                self._resume_reading()
             self.pool.release(self)
         else:
             self.close()
@@ -402,7 +418,9 @@ class UpstreamConnection(asyncio.Protocol):
         self._timer_kind = kind
         self._last = self.loop.time()
         self._armed = True
-        self.pool.watch(timeout)
+        pool = self.pool
+        if pool._clock is None or timeout < pool._watched:
+            pool.watch(timeout)
 
     def _disarm(self) -> None:
         self._armed = False
@@ -461,10 +479,12 @@ class TargetPool:
         self.opening = 0
         self._waiters: deque[asyncio.Future[UpstreamConnection | None]] = deque()
         self._tick = 0.1  # seconds between clock checks: a timeout fires within a tick of due
+        self._watched = 0.0  # the shortest timeout the running clock was set for
         self._clock: asyncio.TimerHandle | None = None
 
     def watch(self, timeout: float) -> None:
         """A connection armed a timeout: make sure the clock runs, often enough for it."""
+        self._watched = min(self._watched, timeout) if self._clock is not None else timeout
         tick = max(0.01, min(0.1, timeout / 4))
         if self._clock is None or tick < self._tick:
             if self._clock is not None:

@@ -54,6 +54,12 @@ PARSE_SLICE = 16 * 1024  # bytes handed to llhttp at once when a read is larger
 LINGER = 2.0  # seconds we keep reading (and dropping) after our last response on a close
 
 
+# The request fields the engine itself reads (framing and expectations).
+_FRAMING = frozenset({b"content-length", b"transfer-encoding", b"expect"})
+# Response fields the engine sets itself: never passed on from the application's list.
+_OWN_FIELDS = frozenset({b"content-length", b"date", b"server", b"connection", b"transfer-encoding"})
+
+
 class ClientGone(ConnectionResetError):
     """The client closed its connection; its request body will not complete."""
 
@@ -241,6 +247,9 @@ class HttpConnection(asyncio.Protocol):
         self._drain: asyncio.Future[None] | None = None
         self._sent_continue = False
         self._end_waiters: list[asyncio.Future[None]] = []
+        # the connection's runner task (see _serve)
+        self._running = False
+        self._waiter: asyncio.Future[Request | None] | None = None
 
     # -- asyncio.Protocol --------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -294,6 +303,11 @@ class HttpConnection(asyncio.Protocol):
             if not drain.done():
                 drain.set_exception(gone)
         self._ended()
+        waiter = self._waiter
+        if waiter is not None:  # the runner is parked: let it end
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
 
     def eof_received(self) -> bool | None:
         # The client half-closed. Answers to what it asked may still go out (keep our side
@@ -422,7 +436,7 @@ class HttpConnection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         headers = self._headers
-        headers.append((name.lower(), value))
+        headers.append((name, value))  # names to lower case in on_headers_complete, in one pass
         self._head_bytes += len(name) + len(value) + 4
         if len(headers) > self.limits.max_headers:
             raise _Refusal(431, f"more than {self.limits.max_headers} header fields")
@@ -442,10 +456,15 @@ class HttpConnection(asyncio.Protocol):
             raise _Refusal(405, "CONNECT (tunnelling) is not supported by this gateway",
                            [(b"allow", b"GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")])
         target = self._url[0] if len(self._url) == 1 else b"".join(self._url)
-        request = Request(self, method, target, self._headers, version, parser.should_keep_alive())
-        request.started = self.loop.time()
+        headers: Headers = []
+        request = Request(self, method, target, headers, version, parser.should_keep_alive())
+        now = request.started = self.loop.time()
         has_body = False
         for name, value in self._headers:
+            name = name.lower()
+            headers.append((name, value))
+            if name not in _FRAMING:
+                continue
             if name == b"content-length":
                 length = int(value)  # llhttp checked it (digits, a single value)
                 request.content_length = length
@@ -465,10 +484,11 @@ class HttpConnection(asyncio.Protocol):
         if has_body:
             request.body = BodyStream(self._block, self._unblock,
                                       self._send_continue if request.expect_continue else None)
-            self.read_deadline = self.loop.time() + self.limits.body_timeout
+            self.read_deadline = now + self.limits.body_timeout
             self._read_kind = "body"
         else:
             self.read_deadline = 0.0
+        self._headers = []
         if parser.should_upgrade():
             request.upgrade = True
         self._parsing = request
@@ -512,24 +532,45 @@ class HttpConnection(asyncio.Protocol):
         self._active = request
         self._state = 0
         self._sent_continue = False
-        self.loop.create_task(self._run(request))
+        if not self._running:
+            self._running = True
+            self.loop.create_task(self._serve(request))
+            return
+        waiter = self._waiter
+        if waiter is not None:  # the runner is parked between requests: hand it this one
+            self._waiter = None
+            waiter.set_result(request)
+        # else the runner is finishing the previous request and takes `_active` next
 
-    async def _run(self, request: Request) -> None:
+    async def _serve(self, request: Request | None) -> None:
+        """The connection's runner: one task runs its requests one after another (parked on a
+        future between them), so a request costs no task of its own."""
         try:
-            await self.handler(request)
-        except Exception:
-            log.exception("the request handler failed")
-            if self._state == 0 and not self.closed:
-                self.respond(500, [(b"content-type", b"application/problem+json")],
-                             problem_body(500, "the gateway failed to handle this request"))
+            while request is not None:
+                try:
+                    await self.handler(request)
+                except Exception:
+                    log.exception("the request handler failed")
+                    if self._state == 0 and not self.closed:
+                        self.respond(500, [(b"content-type", b"application/problem+json")],
+                                     problem_body(500, "the gateway failed to handle this request"))
+                finally:
+                    if self._state != 2 and not self.closed:
+                        if self._state == 0:
+                            self.respond(500, [(b"content-type", b"application/problem+json")],
+                                         problem_body(500, "the request was not answered"))
+                        else:
+                            self.abort()  # a response cut short must not look complete
+                    self._finish(request)  # may start the next request: `_active`
+                request = self._active
+                if request is None:
+                    if self.closed:
+                        return
+                    waiter = self._waiter = self.loop.create_future()
+                    request = await waiter  # None: the connection is gone
         finally:
-            if self._state != 2 and not self.closed:
-                if self._state == 0:
-                    self.respond(500, [(b"content-type", b"application/problem+json")],
-                                 problem_body(500, "the request was not answered"))
-                else:
-                    self.abort()  # a response cut short must not look complete
-            self._finish(request)
+            self._running = False
+            self._waiter = None
 
     def _finish(self, request: Request) -> None:
         self._active = None
@@ -643,13 +684,14 @@ class HttpConnection(asyncio.Protocol):
         has_date = False
         given_length: bytes | None = None
         for name, value in headers:
-            if name == b"content-length":
-                given_length = value
-                continue
-            if name == b"date":
-                has_date = True
-            elif name == b"server" or name == b"connection" or name == b"transfer-encoding":
-                continue
+            if name in _OWN_FIELDS:
+                if name == b"date":
+                    has_date = True
+                elif name == b"content-length":
+                    given_length = value
+                    continue
+                else:
+                    continue
             parts += (name, b": ", value, b"\r\n")
         parts += (b"server: ", SERVER, b"\r\n")
         if not has_date:

@@ -47,6 +47,43 @@ def chunk(data: bytes) -> bytes:
 
 LAST_CHUNK = b"0\r\n\r\n"
 
+# RFC 9110 §7.6.1, plus the de-facto ones proxies also drop.
+HOP_BY_HOP = frozenset({
+    b"connection", b"proxy-connection", b"keep-alive", b"te", b"trailer", b"transfer-encoding",
+    b"upgrade", b"proxy-authenticate", b"proxy-authorization",
+})
+
+_tokens_seen: dict[bytes, frozenset[bytes]] = {}
+
+
+def connection_tokens(value: bytes) -> frozenset[bytes]:
+    """The field names a `Connection` field lists (hop-by-hop by being named). The few values
+    peers actually send (`keep-alive`, `close`, `Upgrade`) are remembered, not split again."""
+    tokens = _tokens_seen.get(value)
+    if tokens is None:
+        tokens = frozenset(t.strip().lower() for t in value.split(b","))
+        if len(_tokens_seen) < 64 and len(value) <= 64:
+            _tokens_seen[value] = tokens
+    return tokens
+
+
+def end_to_end(fields: Headers) -> Headers:
+    """`fields` (names in lower case) without the hop-by-hop ones, including every field named
+    in `Connection`: one pass, a second only when `Connection` names a field of its own."""
+    kept: Headers = []
+    named: frozenset[bytes] | None = None
+    for field in fields:
+        name = field[0]
+        if name in HOP_BY_HOP:
+            if name == b"connection":
+                tokens = connection_tokens(field[1])
+                named = tokens if named is None else named | tokens
+            continue
+        kept.append(field)
+    if named is not None and not named <= HOP_BY_HOP:
+        return [f for f in kept if f[0] not in named]
+    return kept
+
 
 def valid_field_value(value: bytes) -> bool:
     """A field value a peer cannot use to split a message (no CR, LF or NUL)."""

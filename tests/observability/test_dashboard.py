@@ -143,18 +143,23 @@ def test_charts_draw_live_data_in_headless_chromium(live_gateway: GatewayProcess
     assert re.fullmatch(r"\d+\.\d", tiles["rps"]), tiles
     assert tiles["p50"].endswith("ms") or (tiles["rps"] == "0.0" and tiles["p50"] == "–"), tiles
 
-    shot_path = tmp_path / "dashboard.png"
-    shot = browse(url, f"--screenshot={shot_path}")
-    assert shot.returncode == 0 and shot_path.exists(), shot.stderr[-2000:]
-    image = png.decode(shot_path.read_bytes())
-    assert (image.width, image.height) == WINDOW
-
     def rect(name: str) -> tuple[int, int, int, int]:
         x, y, w, h = (int(v) for v in canvases[name]["rect"].split(","))
         return x, y, w, h
 
-    # The lines (2 px) and the latest-value dot in the series' colours, inside each chart.
-    assert count(image, rect("c-rps"), RPS) >= 20
-    assert count(image, rect("c-latency"), P50) + count(image, rect("c-latency"), P99) >= 20
+    # The lines (2 px) and the latest-value dot in the series' colours, inside each chart. The
+    # screenshot is a second page load, whose fast-forwarded polls may again fall between real
+    # requests and draw a flat line along the axis: up to three loads, one must draw them.
+    for attempt in range(3):
+        shot_path = tmp_path / f"dashboard-{attempt}.png"
+        shot = browse(url, f"--screenshot={shot_path}")
+        assert shot.returncode == 0 and shot_path.exists(), shot.stderr[-2000:]
+        image = png.decode(shot_path.read_bytes())
+        assert (image.width, image.height) == WINDOW
+        rps_pixels = count(image, rect("c-rps"), RPS)
+        latency_pixels = count(image, rect("c-latency"), P50) + count(image, rect("c-latency"), P99)
+        if rps_pixels >= 20 and latency_pixels >= 20:
+            break
+    assert rps_pixels >= 20 and latency_pixels >= 20, (rps_pixels, latency_pixels)
     # ...and not just anywhere: an empty chart area has none of that colour.
     assert count(image, rect("c-cache"), RPS) == 0
