@@ -48,7 +48,8 @@ class PolicyChain:
             early = policy.stage(ctx, batch)
             if early is not None:
                 return early
-        await batch.execute()
+        if len(batch):  # nothing staged (no policy needs Redis now): no coroutine to run
+            await batch.execute()
         return await self._handler(ctx)
 
 

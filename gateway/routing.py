@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gateway.config import GatewayConfig, RouteSettings
 
@@ -15,10 +15,11 @@ class Route:
     prefix: str
     service: str
     settings: RouteSettings
+    methods: frozenset[str] | None = field(init=False, compare=False)  # None: any method
 
-    @property
-    def methods(self) -> frozenset[str] | None:
-        return frozenset(self.settings.methods) if self.settings.methods else None
+    def __post_init__(self) -> None:
+        methods = frozenset(self.settings.methods) if self.settings.methods else None
+        object.__setattr__(self, "methods", methods)  # once, not per request
 
     def upstream_path(self, raw_path: bytes) -> bytes:
         """The path sent upstream: unchanged, or without the prefix when the route strips it.
@@ -80,6 +81,8 @@ def unsafe_path_reason(raw_path: bytes) -> str | None:
     if b"%" in raw_path and _BAD_ESCAPE.search(raw_path):
         # `%u002e` or a lone `%`: servers decode these differently (or not at all).
         return "the path has an invalid percent-escape (a '%' must start two hex digits)"
+    if b"/." not in raw_path:  # a dot-segment starts right after a slash
+        return None
     for segment in raw_path.split(b"/"):
         # `..;x` is `..` to servers that strip path parameters (Tomcat, Jetty, Spring).
         if segment.split(b";", 1)[0] in (b".", b".."):
