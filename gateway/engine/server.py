@@ -20,6 +20,9 @@ after the response. Every refusal is a problem body with `Connection: close`.
 Timeouts are checked by one sweep per server (every `tick` seconds) over deadlines the
 connections keep as plain numbers, so a request pays two float stores for them, not a timer.
 
+Each connection has one runner task (`_serve`) that runs its requests one after another and
+parks on a future between them: a request costs no task of its own, only that future.
+
 The application is `async handler(request)`; it answers through `request.conn`: `respond()`
 for a whole response, or `start()`, `await write()`, `end()` for a streamed one (`abort()` cuts
 the connection). `interim()` sends a 1xx (103 Early Hints) before the final response.
