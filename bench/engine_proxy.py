@@ -26,7 +26,7 @@ import uvloop
 
 from gateway.engine.client import TargetPool, UpstreamError, send
 from gateway.engine.server import Request, Server
-from gateway.forwarding import strip_hop_by_hop
+from gateway.engine.wire import end_to_end
 from gateway.serve import tune_gc
 
 SMALL_BODY = 64 * 1024  # read whole up to this many bytes, as gateway/upstream.py does
@@ -50,7 +50,7 @@ class EngineProxy:
             target = request.path + (b"?" + request.query if request.query else b"")
         parts = [request.method.encode("ascii"), b" ", target, b" HTTP/1.1\r\nhost: ",
                  self.host_header, b"\r\n"]
-        for name, value in strip_hop_by_hop(request.headers):
+        for name, value in end_to_end(request.headers):
             if name not in _NOT_FORWARDED:
                 parts += (name, b": ", value, b"\r\n")
         if request.chunked:

@@ -13,9 +13,7 @@ import re
 from collections.abc import Iterable
 
 from gateway.context import Headers
-from gateway.engine.wire import HOP_BY_HOP, connection_tokens, end_to_end
-
-__all__ = ["HOP_BY_HOP", "connection_tokens", "strip_hop_by_hop", "forwarded_headers"]
+from gateway.engine.wire import HOP_BY_HOP
 
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9._:\-]{1,128}")
 
@@ -25,11 +23,6 @@ def request_id_from(value: bytes | None) -> str:
     if value is not None and _REQUEST_ID.fullmatch(value):
         return value.decode("ascii")
     return os.urandom(16).hex()
-
-
-def strip_hop_by_hop(headers: Iterable[tuple[bytes, bytes]]) -> Headers:
-    """Drop hop-by-hop fields, including every field named in `Connection`."""
-    return end_to_end(headers if isinstance(headers, list) else list(headers))
 
 
 class TrustedProxies:

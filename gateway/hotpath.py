@@ -20,13 +20,8 @@ from typing import TYPE_CHECKING
 
 from gateway.context import RequestContext, Response
 from gateway.engine.server import HttpConnection, Request
-from gateway.forwarding import (
-    HOP_BY_HOP,
-    TrustedProxies,
-    connection_tokens,
-    forwarded_headers,
-    request_id_from,
-)
+from gateway.engine.wire import HOP_BY_HOP, connection_tokens
+from gateway.forwarding import TrustedProxies, forwarded_headers, request_id_from
 from gateway.logs import AccessLog
 from gateway.policy import PolicyChain
 from gateway.problem import problem

@@ -491,7 +491,6 @@ class HttpConnection(asyncio.Protocol):
             self._read_kind = "body"
         else:
             self.read_deadline = 0.0
-        self._headers = []
         if parser.should_upgrade():
             request.upgrade = True
         self._parsing = request
