@@ -46,6 +46,18 @@ KeyArg = str | bytes
 ScriptArg = str | bytes | int | float
 
 
+def hash_tag(name: str) -> str:
+    """`name` made safe inside a Redis Cluster hash tag `{...}`.
+
+    Braces would end or split the tag (and scatter one owner's keys over slots); they are
+    percent-encoded, and so is `%` itself, so distinct names stay distinct (`a{b` and `a%7Bb`
+    never share a key). The one encoding for every key family (rate limits, breakers).
+    """
+    if "{" in name or "}" in name or "%" in name:
+        return name.replace("%", "%25").replace("{", "%7B").replace("}", "%7D")
+    return name
+
+
 class StoreError(Exception):
     """A store command failed."""
 

@@ -23,7 +23,7 @@ from gateway.breaker.state import (
     TargetView,
     Transition,
 )
-from gateway.store import Pending, Store, StoreBatch, StoreError
+from gateway.store import Pending, Store, StoreBatch, StoreError, hash_tag
 
 _CODES = (BreakerState.CLOSED, BreakerState.OPEN, BreakerState.HALF_OPEN)
 
@@ -38,12 +38,6 @@ class TargetKeys(NamedTuple):
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def hash_tag(service: str) -> str:
-    # Braces would end the hash tag early and split a service's keys over cluster slots;
-    # percent-encoding them (and '%') keeps distinct names distinct.
-    return service.replace("%", "%25").replace("{", "%7B").replace("}", "%7D")
 
 
 class SharedBreaker:

@@ -38,12 +38,11 @@ from gateway.ratelimit.windows import (
     Decision,
     WindowSpec,
     format_seconds,
-    hash_tag,
     parse_reply,
     script_args,
 )
 from gateway.replicas import ReplicaRegistry
-from gateway.store import Pending, Store, StoreBatch, StoreError, StoreUnavailable
+from gateway.store import Pending, Store, StoreBatch, StoreError, StoreUnavailable, hash_tag
 
 log = logging.getLogger("gateway.ratelimit")
 

@@ -11,6 +11,8 @@ import math
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+from gateway.store import hash_tag
+
 # The script's algorithm codes (ARGV numbers).
 ALGORITHM_CODES = {"sliding_log": 1, "sliding_window": 2}
 
@@ -72,13 +74,6 @@ class Decision(NamedTuple):
         if len(windows) < 2:
             return windows[0] if windows else None
         return min(windows, key=lambda w: (w.allowed, w.remaining, -w.reset))
-
-
-def hash_tag(rate_key: str) -> str:
-    """The rate key made safe inside `{...}`: braces would end or split the hash tag."""
-    if "{" in rate_key or "}" in rate_key:
-        return rate_key.replace("{", "%7B").replace("}", "%7D")
-    return rate_key
 
 
 def script_args(specs: Sequence[WindowSpec]) -> list[int]:

@@ -7,9 +7,8 @@ import asyncio
 from redis.crc import key_slot
 
 from gateway.breaker import CircuitBreakerPolicy
-from gateway.breaker.shared import hash_tag
 from gateway.config import parse_config
-from gateway.store import embedded_store
+from gateway.store import embedded_store, hash_tag
 from tests.breaker.conftest import ORDERS, FakeUpstream, Replica, breaker_config
 
 

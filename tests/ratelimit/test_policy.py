@@ -227,3 +227,19 @@ async def test_disabled_rate_limiting_stages_nothing(store: Store) -> None:
     assert len(batch) == 0
     ctx, response = await send(policies, store, cfg)
     assert response.status == 200 and header(ctx, response, b"ratelimit") is None
+
+
+async def test_consumers_whose_ids_differ_only_by_an_escape_have_their_own_quotas(store: Store) -> None:
+    # `a{b` percent-encoded inside the hash tag is `a%7Bb`: '%' is encoded too, so the two
+    # consumers never share a counter.
+    brace, escaped = hashlib.sha256(b"key-brace").hexdigest(), hashlib.sha256(b"key-escaped").hexdigest()
+    cfg = config(rate_limits={"default": 2, "anonymous": 1, "premium": 20},
+                 auth={"consumers": [{"id": "a{b", "tier": "default", "key_sha256": brace},
+                                     {"id": "a%7Bb", "tier": "default", "key_sha256": escaped}]})
+    policies = chain(cfg, store)
+    first = [(await send(policies, store, cfg, headers=[(b"x-api-key", b"key-brace")]))[1].status
+             for _ in range(3)]
+    second = [(await send(policies, store, cfg, headers=[(b"x-api-key", b"key-escaped")]))[1].status
+              for _ in range(3)]
+    assert first == [200, 200, 429]
+    assert second == [200, 200, 429]
