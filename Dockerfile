@@ -23,16 +23,17 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
 
 COPY gateway/ gateway/
 COPY services/ services/
+# The Redis scripts ship inside the package (pyproject maps lua/ to gateway.lua).
+COPY lua/ lua/
 # A regular (non-editable) install: the runtime stage copies only /opt/venv.
 RUN pip install --no-deps .
 
-# --- runtime: slim base, venv + Lua scripts, non-root -----------------------------------------
+# --- runtime: slim base, the venv (the package carries its Lua scripts), non-root -----------------------------------------
 FROM python:3.11-slim AS runtime
 
 ENV PATH="/opt/venv/bin:$PATH" \
     PYTHONUNBUFFERED=1 \
-    PYTHONDONTWRITEBYTECODE=1 \
-    GATEWAY_LUA_DIR=/app/lua
+    PYTHONDONTWRITEBYTECODE=1
 
 RUN groupadd --system --gid 10001 gateway \
  && useradd --system --uid 10001 --gid gateway --home-dir /app --no-create-home \
@@ -40,9 +41,8 @@ RUN groupadd --system --gid 10001 gateway \
 
 COPY --from=builder /opt/venv /opt/venv
 WORKDIR /app
-# The package is installed in the venv; the Lua scripts are data files the gateway loads at
-# start-up from $GATEWAY_LUA_DIR. README.md travels with the image for `docker run ... cat`.
-COPY lua/ /app/lua/
+# The package, with its Lua scripts, is installed in the venv. README.md travels with the image
+# for `docker run ... cat`.
 COPY README.md pyproject.toml /app/
 
 USER 10001:10001

@@ -20,10 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from pathlib import Path
+from importlib import resources
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -40,7 +39,6 @@ from gateway.resp import RespPool
 
 log = logging.getLogger("gateway.store")
 
-LUA_DIR = Path(os.environ.get("GATEWAY_LUA_DIR") or Path(__file__).resolve().parent.parent / "lua")
 
 KeyArg = str | bytes
 ScriptArg = str | bytes | int | float
@@ -182,10 +180,10 @@ class Store:
 
     # -- scripts -------------------------------------------------------------------------
     def script(self, name: str) -> LuaScript:
-        """The Lua script `lua/<name>.lua`, loaded from disk once per process."""
+        """The Lua script `lua/<name>.lua` (the package `gateway.lua`), read once per process."""
         found = self._scripts.get(name)
         if found is None:
-            source = (LUA_DIR / f"{name}.lua").read_text()
+            source = lua_source(name)
             found = self._scripts[name] = LuaScript(name, source, self.client)
         return found
 
@@ -365,6 +363,11 @@ class Store:
             await self.client.aclose()
         except (RedisError, OSError, AttributeError):
             pass
+
+
+def lua_source(name: str) -> str:
+    """The text of `lua/<name>.lua`, from the installed package (a wheel or the checkout)."""
+    return resources.files("gateway.lua").joinpath(f"{name}.lua").read_text(encoding="utf-8")
 
 
 def embedded_store() -> Store:
