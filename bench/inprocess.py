@@ -35,7 +35,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -187,23 +186,13 @@ async def run(args: argparse.Namespace) -> list[tuple[str, float, str]]:
             tune_gc()  # as `gateway run` does after start-up
             assert app.gateway.hotpath is not None
             if not real:
-                app.gateway.hotpath.chain._handler = _rebind(app.gateway.hotpath.chain)
+                app.gateway.hotpath.chain.relink(stub_terminal)
             await measure(name, app, path)
         finally:
             await app.close()
             sys.stderr = saved
             devnull.close()
     return results
-
-
-def _rebind(chain: Any) -> Any:
-    """The chain with the stub terminal in place of the upstream pool."""
-    from gateway.policy import _bind
-
-    handler: Callable[[RequestContext], Awaitable[Response]] = stub_terminal
-    for policy in reversed(chain.policies):
-        handler = _bind(policy, handler)
-    return handler
 
 
 def main() -> int:

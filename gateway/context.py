@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from gateway.routing import Route
+    from gateway.tracing import TraceContext
 
 Headers = list[tuple[bytes, bytes]]  # lower-case names, as the engine carries them
 
@@ -94,10 +96,23 @@ class RequestContext:
     breaker_state: str | None = None
     rate_limit_remaining: int | None = None
     client_disconnected: bool = False
-    # Work to do after the response has been sent (recording outcomes, storing cache entries).
-    after_response: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
-    # Free-form per-policy state, keyed by policy name.
-    state: dict[str, Any] = field(default_factory=dict)
+    # The breaker answered 503 instead of calling the upstream (the cache may serve stale then).
+    breaker_rejected: bool = False
+    trace: TraceContext | None = None  # the W3C trace context, when tracing is on
+    # The chain's own: what each policy staged, by position, and how many stages ran. A policy
+    # gets its own value as an argument, never by reading these.
+    staged: list[Any] = field(default_factory=list)
+    staged_through: int = 0
+
+    def fork(self) -> RequestContext:
+        """A copy for a request of the gateway's own (a background refresh): no client body,
+        its own headers and response fields, the same identity and staged values."""
+        return dataclasses.replace(
+            self, body=None, headers=list(self.headers), response_headers=[], upstream=None,
+            has_body=False, chunked=False, interim=None, client_disconnected=False,
+            staged=list(self.staged), cache_status=None, breaker_state=None,
+            breaker_rejected=False, target=None,
+        )
 
     def header(self, name: bytes) -> bytes | None:
         """First value of a request header (lower-case name)."""

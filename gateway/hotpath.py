@@ -7,7 +7,7 @@ The whole flow of a proxied request is in `HotPath.__call__`:
     (the engine already refused oversized heads and targets, other codings: 431 / 414 / 501)
     build the RequestContext (request id, X-Forwarded-*, client ip)
     PolicyChain: identify -> rate limit -> cache -> breaker -> upstream   (one Redis round trip)
-    send the response (streaming), then run ctx.after_response (record outcomes, store cache)
+    send the response (streaming), then the policies' `after` phase (record outcomes, store cache)
     statistics (plain counters, gateway/stats.py), access log, the span (when exported)
 """
 
@@ -136,10 +136,8 @@ class HotPath:
             query_string=request.query, headers=headers, client_ip=client_ip, scheme=scheme,
             route=route, body=request.body, client_headers=raw_headers,
             has_body=request.body is not None,  # the engine's: Content-Length > 0 or chunked
-            chunked=request.chunked, interim=conn.interim, started=started,
+            chunked=request.chunked, interim=conn.interim, started=started, trace=trace,
         )
-        ctx.state["max_body_bytes"] = self.max_body_bytes
-        ctx.state["trace"] = trace
         try:
             response = await self.chain(ctx)
         except Exception:
@@ -147,11 +145,7 @@ class HotPath:
             response = problem(500, "the gateway failed to handle this request", request_id=rid)
         await self._send(conn, response, rid, route.service, started, method, ctx)
         elapsed = time.perf_counter() - started  # until the last byte went out
-        for job in ctx.after_response:
-            try:
-                await job()
-            except Exception:
-                log.exception("after-response work failed for request %s", rid)
+        await self.chain.after(ctx, response)  # each policy's `after` (outcomes, cache stores)
         self.stats.record(route, method, response.status, elapsed, ctx)
         self._log(rid, method, ctx.path, route, response.status, elapsed, ctx)
         if self.spans is not None and trace is not None and trace.sampled:
@@ -247,7 +241,7 @@ class HotPath:
             return
         upstream = ctx.upstream
         consumer = ctx.consumer
-        trace = ctx.state.get("trace")
+        trace = ctx.trace
         if upstream is not None:
             upstream_ms: float | None = round(upstream.duration * 1000, 2)
             gateway_ms = round(max(0.0, duration_ms - upstream.duration * 1000), 2)

@@ -26,7 +26,7 @@ from collections.abc import Iterable
 
 from gateway.config import ConsumerSettings, GatewayConfig
 from gateway.context import Consumer, RequestContext, Response
-from gateway.policy import Handler
+from gateway.policy import Policy
 from gateway.problem import problem
 from gateway.store import StoreBatch
 
@@ -57,8 +57,9 @@ def admin_key_matches(config: GatewayConfig, presented: str | bytes | None) -> b
     return found
 
 
-class IdentityPolicy:
-    """Resolves `ctx.consumer` and the trusted identity headers sent upstream."""
+class IdentityPolicy(Policy):
+    """Resolves `ctx.consumer` and the trusted identity headers sent upstream (a `stage` only:
+    it answers 401 or lets the request on, and stages nothing)."""
 
     name = "identity"
 
@@ -96,9 +97,6 @@ class IdentityPolicy:
         if self.mode == "headers":
             return self._from_headers(ctx)
         return self._from_key(ctx)
-
-    async def __call__(self, ctx: RequestContext, call_next: Handler) -> Response:
-        return await call_next(ctx)
 
     async def metrics(self) -> dict[str, object]:
         return {"mode": self.mode, "consumers": len(self._by_digest)}

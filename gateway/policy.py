@@ -1,60 +1,151 @@
 """The policy chain: ordered policies around the upstream call, with one pre-upstream round trip.
 
-A policy is a small object with two steps:
+A policy has three named phases (in the spirit of Kong's `access` / `header_filter` / `log`),
+each optional; the chain owns the lifecycle and keeps what each policy staged:
 
 * `stage(ctx, batch)`: synchronous, before anything is awaited. It may put Redis commands on the
-  request's `StoreBatch` (the pipeline sends them all in one round trip) or answer at once by
-  returning a `Response` (e.g. 401 for an unknown API key), which skips the rest.
-* `__call__(ctx, call_next)`: reads its staged results and either answers (429, cache hit, 503
-  while the breaker is open) or calls `call_next(ctx)` and may touch the response on its way back.
+  request's `StoreBatch` (the pipeline sends them all in one round trip) and returns what it
+  staged (any value; None for nothing), or a `Response` to answer at once (e.g. 401 for an
+  unknown API key), which skips the stages after it and every `handle`.
+* `handle(ctx, staged, call_next)`: decides on its staged value and either answers (429, a cache
+  hit, 503 while the breaker is open) or returns `await call_next(ctx)`, the rest of the chain.
+* `after(ctx, staged, response)`: once the response has gone out (its body too), record what
+  happened (outcomes for the breaker, cache stores, invalidations). The chain runs the `after`
+  of every policy whose `stage` ran, in reverse order, also when a policy answered early.
 
-A policy stops a request by returning a response, never by raising through the others. The
-order is data, composed once at start-up, the way Starlette builds its middleware stack.
+A policy stops a request by returning a response, never by raising through the others. A phase
+a policy does not implement costs nothing per request: the chain links only the `handle`s that
+exist. The order is data, composed once at start-up, the way Starlette builds its middleware
+stack.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol
+from typing import Any
 
 from gateway.context import RequestContext, Response
 from gateway.store import Store, StoreBatch
 
+log = logging.getLogger("gateway.policy")
+
 Handler = Callable[[RequestContext], Awaitable[Response]]
 
 
-class Policy(Protocol):
-    name: str
+class Policy:
+    """The phases, each a no-op by default: subclass and implement the ones you need.
 
-    def stage(self, ctx: RequestContext, batch: StoreBatch) -> Response | None: ...
+    `name` names the policy in logs and metrics. Implementing the phases without subclassing
+    works too (the chain looks for the methods).
+    """
 
-    async def __call__(self, ctx: RequestContext, call_next: Handler) -> Response: ...
+    name = "policy"
+
+    def stage(self, ctx: RequestContext, batch: StoreBatch) -> Any:
+        return None
+
+    async def handle(self, ctx: RequestContext, staged: Any, call_next: Handler) -> Response:
+        return await call_next(ctx)
+
+    async def after(self, ctx: RequestContext, staged: Any, response: Response) -> None:
+        return None
+
+
+def implements(policy: object, phase: str) -> bool:
+    """Whether `policy` has its own `phase` (not absent, not the base class's no-op)."""
+    method = getattr(type(policy), phase, None)
+    return method is not None and method is not getattr(Policy, phase)
+
+
+class _Link:
+    """`call_next` for one position: that policy's `handle` with its staged value.
+
+    Calling it returns the handle's coroutine itself (no coroutine of its own in between).
+    `after(ctx, response)` runs the `after` phases from this position inward, for a request
+    the chain does not finish itself (the cache's background refresh of a stale entry).
+    """
+
+    __slots__ = ("chain", "handle", "index", "call_next")
+
+    def __init__(self, chain: PolicyChain, index: int, call_next: Handler) -> None:
+        self.chain = chain
+        self.index = index
+        self.handle = chain.policies[index].handle
+        self.call_next = call_next
+
+    def __call__(self, ctx: RequestContext) -> Awaitable[Response]:
+        return self.handle(ctx, ctx.staged[self.index], self.call_next)
+
+    async def after(self, ctx: RequestContext, response: Response) -> None:
+        await self.chain.after(ctx, response, start=self.index)
+
+
+class _Terminal:
+    """`call_next` of the innermost policy: the upstream call."""
+
+    __slots__ = ("chain", "call", "index")
+
+    def __init__(self, chain: PolicyChain, call: Handler) -> None:
+        self.chain = chain
+        self.call = call
+        self.index = len(chain.policies)
+
+    def __call__(self, ctx: RequestContext) -> Awaitable[Response]:
+        return self.call(ctx)
+
+    async def after(self, ctx: RequestContext, response: Response) -> None:
+        return None
 
 
 class PolicyChain:
     """Runs `policies` in order around `terminal` (the upstream call)."""
 
-    def __init__(self, policies: Sequence[Policy], terminal: Handler, store: Store) -> None:
+    def __init__(self, policies: Sequence[Any], terminal: Handler, store: Store) -> None:
         self.policies = list(policies)
         self.store = store
-        handler = terminal
-        for policy in reversed(self.policies):
-            handler = _bind(policy, handler)
-        self._handler = handler
+        self.terminal = terminal
+        self._stages = [(i, p.stage) for i, p in enumerate(self.policies) if implements(p, "stage")]
+        self._afters = [(i, p) for i, p in reversed(list(enumerate(self.policies)))
+                        if implements(p, "after")]
+        self._entry = self.link(terminal)
+
+    def link(self, terminal: Handler) -> Handler:
+        """The chain's handles linked around `terminal` (tests and benches swap the terminal)."""
+        handler: Handler = _Terminal(self, terminal)
+        for index in reversed(range(len(self.policies))):
+            if implements(self.policies[index], "handle"):
+                handler = _Link(self, index, handler)
+        return handler
+
+    def relink(self, terminal: Handler) -> None:
+        self.terminal = terminal
+        self._entry = self.link(terminal)
 
     async def __call__(self, ctx: RequestContext) -> Response:
+        """Stage every policy, send the batch once, then run the handles around the upstream."""
+        staged: list[Any] = [None] * len(self.policies)
+        ctx.staged = staged
         batch = self.store.batch()
-        for policy in self.policies:
-            early = policy.stage(ctx, batch)
-            if early is not None:
-                return early
+        for index, stage in self._stages:
+            value = stage(ctx, batch)
+            if isinstance(value, Response):
+                ctx.staged_through = index + 1
+                return value
+            staged[index] = value
+        ctx.staged_through = len(staged)
         if len(batch):  # nothing staged (no policy needs Redis now): no coroutine to run
             await batch.execute()
-        return await self._handler(ctx)
+        return await self._entry(ctx)
 
-
-def _bind(policy: Policy, call_next: Handler) -> Handler:
-    async def handler(ctx: RequestContext) -> Response:
-        return await policy(ctx, call_next)
-
-    return handler
+    async def after(self, ctx: RequestContext, response: Response, *, start: int = 0) -> None:
+        """Every staged policy's `after`, innermost first (from position `start` inward)."""
+        staged = ctx.staged
+        through = ctx.staged_through
+        for index, policy in self._afters:
+            if index >= through or index < start:
+                continue
+            try:
+                await policy.after(ctx, staged[index], response)
+            except Exception:
+                log.exception("the %s policy failed after request %s", policy.name, ctx.request_id)

@@ -77,6 +77,7 @@ class UpstreamPool:
 
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
+        self.max_body_bytes = config.proxy.max_body_bytes  # 0: no limit
         self._rr = {name: itertools.cycle(s.upstreams) for name, s in config.services.items()}
         self.targets: dict[str, Target] = {}
         self._tls: dict[str, ssl.SSLContext | None] = {}
@@ -132,7 +133,7 @@ class UpstreamPool:
         outcome = ctx.upstream = UpstreamOutcome(target=url)
         started = time.perf_counter()
         retry = not has_body and ctx.method in IDEMPOTENT_NO_BODY
-        body = _limited(ctx.body, ctx.state.get("max_body_bytes", 0)) if has_body and ctx.body else None
+        body = _limited(ctx.body, self.max_body_bytes) if has_body and ctx.body else None
         try:
             try:
                 ex = await send(pool, head, body, chunked=ctx.chunked, head_only=ctx.method == "HEAD",
@@ -158,7 +159,7 @@ class UpstreamPool:
             return self._answer_failure(ctx, outcome, started, exc.kind, exc.reason, stall)
         except BodyTooLarge:
             return self._refuse(ctx, outcome, started, 413,
-                                f"request body exceeds {ctx.state.get('max_body_bytes')} bytes")
+                                f"request body exceeds {self.max_body_bytes} bytes")
         except BodyTimeout as exc:
             return self._refuse(ctx, outcome, started, 408, str(exc), kind="body-timeout")
         except ClientGone:

@@ -6,16 +6,16 @@ Per request (see docs/architecture.md):
   every target of the service. While every target is known to be open (the last read said
   so and none is due yet) not even that: the replica remembers until when, answers from
   memory, and reads again once a probe may be due.
-* `__call__`: a closed target is picked round-robin and set as `ctx.target`. When no target is
+* `handle`: a closed target is picked round-robin and set as `ctx.target`. When no target is
   closed and none is due for a probe, the answer is an immediate 503 (`Retry-After`,
   `X-Circuit-State: open`) with no upstream attempt. When a target is due for a probe (or
   half-open), a second round trip (rare path) tries to take one of the cluster-wide probe
   leases; without one the answer is 503 with `X-Circuit-State: half-open`.
-* after the response: ordinary outcomes go to the batching recorder, a probe's outcome is
-  settled at once (it decides between closed and open).
+* `after` (the response went out): ordinary outcomes go to the batching recorder, a probe's
+  outcome is settled at once (it decides between closed and open).
 
 Stale serving: a 503 from here sets `ctx.breaker_state` ("open"/"half-open") and
-`ctx.state["breaker_rejected"] = True`; the cache policy, which runs before this one, replaces
+`ctx.breaker_rejected`; the cache policy, which runs before this one, replaces
 such a response with a stale copy when it has one (`X-Cache: STALE`).
 
 Store down: every replica falls back to its own `LocalBreaker`, seeded from the last shared
@@ -31,6 +31,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from gateway.breaker.local import LocalBreaker
@@ -53,16 +54,26 @@ from gateway.breaker.state import (
 )
 from gateway.config import GatewayConfig
 from gateway.context import RequestContext, Response
-from gateway.policy import Handler
+from gateway.policy import Handler, Policy
 from gateway.problem import problem
 from gateway.store import Pending, Store, StoreBatch, StoreError, StoreUnavailable
 
 log = logging.getLogger("gateway.breaker")
 
-REJECTED_KEY = "breaker_rejected"
 
 
-class CircuitBreakerPolicy:
+@dataclass(slots=True)
+class _Turn:
+    """One request's turn at a service's breaker: what `stage` read, where `handle` sent it."""
+
+    read: Pending | None = None  # the shared state, on the round trip (None: the local breaker)
+    open_until: float | None = None  # every target known open until then: no read at all
+    index: int = -1  # the target it went to (set before the upstream call)
+    lease: int = 0  # a half-open probe's lease, given back in `after` whatever happens
+    shared: bool = False
+
+
+class CircuitBreakerPolicy(Policy):
     """Cluster-wide circuit breaker per service and upstream target, shared through the store."""
 
     name = "circuit_breaker"
@@ -97,7 +108,7 @@ class CircuitBreakerPolicy:
         return cls(store, targets, rules, key_prefix=config.redis.key_prefix, **deps)
 
     # -- the chain -----------------------------------------------------------------------------
-    def stage(self, ctx: RequestContext, batch: StoreBatch) -> Response | None:
+    def stage(self, ctx: RequestContext, batch: StoreBatch) -> _Turn | None:
         service = ctx.route.service
         if service not in self.rules:
             return None
@@ -106,25 +117,23 @@ class CircuitBreakerPolicy:
             # Open ends only by time running out (probes start after it), so until then the
             # answer is known without asking Redis: no command at all while a service is down.
             if self.clock() < until:
-                ctx.state[self.name] = until
-                return None
+                return _Turn(open_until=until)
             del self._open_until[service]
         if self.store.available:
-            ctx.state[self.name] = self.shared.stage_read(batch, service)
-        return None
+            return _Turn(self.shared.stage_read(batch, service))
+        return _Turn()
 
-    async def __call__(self, ctx: RequestContext, call_next: Handler) -> Response:
-        service = ctx.route.service
-        if service not in self.rules:
+    async def handle(self, ctx: RequestContext, turn: _Turn | None, call_next: Handler) -> Response:
+        if turn is None:  # a service without a breaker
             return await call_next(ctx)
-        staged = ctx.state.get(self.name)
-        if type(staged) is float:
-            return self._reject(ctx, BreakerState.OPEN, int((staged - self.clock()) * 1000))
-        view, shared = self._view(service, staged)
+        service = ctx.route.service
+        if turn.open_until is not None:
+            return self._reject(ctx, BreakerState.OPEN, int((turn.open_until - self.clock()) * 1000))
+        view, shared = self._view(service, turn.read)
         closed = [i for i, t in enumerate(view.targets) if t.state is BreakerState.CLOSED]
         if closed:
             index = closed[next(self._turn[service]) % len(closed)] if len(closed) > 1 else closed[0]
-            return await self._send(ctx, call_next, index, 0, shared)
+            return await self._send(ctx, call_next, turn, index, 0, shared)
         if not any(t.probe_due for t in view.targets):
             retry = min(t.retry_after_ms for t in view.targets)
             if shared:
@@ -133,7 +142,11 @@ class CircuitBreakerPolicy:
         admission, shared = await self._acquire(service, shared)
         if admission.kind == "rejected":
             return self._reject(ctx, admission.state, admission.retry_after_ms)
-        return await self._send(ctx, call_next, admission.target, admission.lease, shared)
+        return await self._send(ctx, call_next, turn, admission.target, admission.lease, shared)
+
+    async def after(self, ctx: RequestContext, turn: _Turn | None, response: Response) -> None:
+        if turn is not None and turn.index >= 0:
+            await self._record(ctx, ctx.route.service, turn.index, turn.lease, turn.shared)
 
     def _view(self, service: str, pending: Pending | None) -> tuple[ServiceView, bool]:
         """The shared state read in the round trip, or the local breaker's if the store failed."""
@@ -162,24 +175,19 @@ class CircuitBreakerPolicy:
         _log_all(transitions)
         return admission, False
 
-    async def _send(self, ctx: RequestContext, call_next: Handler, index: int, lease: int,
-                    shared: bool) -> Response:
-        service = ctx.route.service
-        ctx.target = self.targets[service][index]
+    async def _send(self, ctx: RequestContext, call_next: Handler, turn: _Turn, index: int,
+                    lease: int, shared: bool) -> Response:
+        ctx.target = self.targets[ctx.route.service][index]
         ctx.breaker_state = (BreakerState.HALF_OPEN if lease else BreakerState.CLOSED).value
-
-        async def record() -> None:
-            await self._record(ctx, service, index, lease, shared)
-
-        # Registered before the call: a probe must give its lease back whatever happens.
-        ctx.after_response.append(record)
+        # Noted before the call: `after` gives a probe's lease back whatever happens.
+        turn.index, turn.lease, turn.shared = index, lease, shared
         return await call_next(ctx)
 
     def _reject(self, ctx: RequestContext, state: BreakerState, retry_ms: int) -> Response:
         service = ctx.route.service
         seconds = max(1, math.ceil(retry_ms / 1000))
         ctx.breaker_state = state.value
-        ctx.state[REJECTED_KEY] = True
+        ctx.breaker_rejected = True
         return problem(
             503,
             f"service {service!r} is unavailable: its circuit breaker is {state.value}; "

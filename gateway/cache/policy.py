@@ -2,7 +2,7 @@
 
     stage      GET/HEAD: one Lua lookup joins the request's single pre-upstream round trip; it
                picks the Vary variant, judges freshness and, on a miss, tries to take the fill lock.
-    __call__   fresh           -> the stored response, no upstream contact (X-Cache: HIT)
+    handle     fresh           -> the stored response, no upstream contact (X-Cache: HIT)
                stale allowed   -> max-stale / stale-while-revalidate (refreshed once, in the
                                   background)  (X-Cache: STALE)
                miss + lock     -> upstream; the body is teed while it streams to the client
@@ -10,8 +10,14 @@
                miss, no lock   -> wait (pub/sub) for the replica filling it, then look again
                upstream failed -> a stale copy if the response and RFC 5861 allow (X-Cache: STALE)
                store down      -> straight upstream (X-Cache: BYPASS), never an error
+    after      the response went out: store the teed body (or the revalidated entry), give
+               the fill lock back, start the background refresh, invalidate
     unsafe methods  a 2xx/3xx invalidates the URL and same-origin Location / Content-Location
     PURGE <url>     an admin key purges the URL, on every replica at once
+
+What `handle` decides for later is written on the request's staged value (`_Lookup.store`,
+`.release`, `.refresh`, `_Unsafe.targets`), and `after` carries it out: no closures, nothing
+kept on the context.
 
 Authenticated requests (a verified consumer, or an Authorization header) never see another
 consumer's response: a response to them is stored in the shared scope only when it says it may
@@ -23,12 +29,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
 import json
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -37,6 +42,7 @@ from gateway.cache.coalesce import FillWaiters
 from gateway.cache.directives import CacheDirectives, request_directives, response_directives
 from gateway.cache.entry import CacheEntry
 from gateway.cache.freshness import (
+    StoreDecision,
     conditional_headers,
     corrected_initial_age,
     decide_store,
@@ -66,12 +72,12 @@ from gateway.cache.store import (
 )
 from gateway.config import CacheSettings, GatewayConfig, RouteCache
 from gateway.context import Headers, RequestContext, Response
+from gateway.policy import Handler, Policy
 from gateway.problem import problem
 from gateway.store import Pending, Store, StoreBatch, StoreError
 
 log = logging.getLogger("gateway.cache")
 
-Handler = Callable[[RequestContext], Awaitable[Response]]
 HIT, MISS_, STALE_, BYPASS = b"HIT", b"MISS", b"STALE", b"BYPASS"
 _CLIENT_CONDITIONALS = (b"if-none-match", b"if-modified-since")
 _SAFE = frozenset({"GET", "HEAD"})
@@ -86,12 +92,41 @@ class RouteCachePlan:
 
 
 @dataclass(slots=True)
+class _StorePlan:
+    """A response `handle` decided to store; `after` stores it once the body went out."""
+
+    token: str
+    found: Lookup
+    status: int
+    headers: Headers
+    decision: StoreDecision
+    response_cc: CacheDirectives
+    age: float
+    response_time: float
+    entry: CacheEntry | None = None  # a revalidated entry (whole already)
+    response: Response | None = None  # ... or the fresh response, its body whole or teed
+    tee: BodyTee | None = None
+
+
+@dataclass(slots=True)
 class _Lookup:
+    """A GET/HEAD's lookup, staged; `handle` notes what `after` does."""
+
     key: LookupKey
     pending: Pending
     staged_at: float
     authenticated: bool
     ttl: float
+    store: _StorePlan | None = None
+    release: str | None = None  # give the fill lock (or a pass marker) back with this outcome
+    release_token: str = ""
+    refresh: tuple[Lookup, Handler] | None = None  # stale-while-revalidate: refresh after
+
+    def fresh(self) -> _Lookup:
+        return _Lookup(self.key, self.pending, self.staged_at, self.authenticated, self.ttl)
+
+    def release_with(self, token: str, outcome: str) -> None:
+        self.release_token, self.release = token, outcome
 
 
 @dataclass(slots=True)
@@ -102,11 +137,15 @@ class _Pass:
 @dataclass(slots=True)
 class _Unsafe:
     url: str
+    targets: list[str] | None = None  # invalidated in `after` (a 2xx/3xx answer)
 
 
 @dataclass(slots=True)
 class _Purge:
     url: str
+
+
+Staged = _Lookup | _Pass | _Unsafe | _Purge
 
 
 @dataclass(slots=True)
@@ -182,7 +221,7 @@ def presented_admin_key(headers: Headers) -> bytes | None:
     return None
 
 
-class CachePolicy:
+class CachePolicy(Policy):
     """The shared response cache (see the module docstring)."""
 
     name = "cache"
@@ -267,7 +306,7 @@ class CachePolicy:
         return out
 
     # -- stage ---------------------------------------------------------------------------
-    def stage(self, ctx: RequestContext, batch: StoreBatch) -> Response | None:
+    def stage(self, ctx: RequestContext, batch: StoreBatch) -> Staged | Response | None:
         plan = self.plan(ctx.route.prefix)
         if not plan.enabled:
             return None
@@ -276,14 +315,11 @@ class CachePolicy:
             refused = self.admin_allowed(ctx.client_headers or ctx.headers)
             if refused is not None:
                 return refused
-            ctx.state[self.name] = _Purge(request_url(ctx))
-            return None
+            return _Purge(request_url(ctx))
         if method not in _SAFE:
-            ctx.state[self.name] = _Unsafe(request_url(ctx)) if method in _UNSAFE else _Pass("method")
-            return None
+            return _Unsafe(request_url(ctx)) if method in _UNSAFE else _Pass("method")
         if ctx.header(b"range") is not None:
-            ctx.state[self.name] = _Pass("range")  # we keep whole responses only
-            return None
+            return _Pass("range")  # we keep whole responses only
         request_cc = request_directives(ctx.headers)
         consumer = ctx.consumer
         authorization = ctx.header(b"authorization")
@@ -299,24 +335,33 @@ class CachePolicy:
             request_cc=request_cc, headers=tuple(ctx.headers),
         )
         pending = self.cache.stage_lookup(batch, key)
-        ctx.state[self.name] = _Lookup(key, pending, time.monotonic(), authenticated, plan.ttl)
-        return None
+        return _Lookup(key, pending, time.monotonic(), authenticated, plan.ttl)
 
-    # -- call ----------------------------------------------------------------------------
-    async def __call__(self, ctx: RequestContext, call_next: Handler) -> Response:
-        state = ctx.state.get(self.name)
-        if state is None:
+    # -- handle --------------------------------------------------------------------------
+    async def handle(self, ctx: RequestContext, staged: Staged | None, call_next: Handler) -> Response:
+        if staged is None:
             return await call_next(ctx)
-        if isinstance(state, _Lookup):
-            return await self._cached(ctx, state, call_next)
-        if isinstance(state, _Purge):
-            return await self._purge_request(ctx, state)
+        if isinstance(staged, _Lookup):
+            return await self._cached(ctx, staged, call_next)
+        if isinstance(staged, _Purge):
+            return await self._purge_request(ctx, staged)
         response = await call_next(ctx)
         self._mark(ctx, response, BYPASS)
-        if isinstance(state, _Unsafe) and 200 <= response.status < 400 and not _upstream_failed(ctx):
-            targets = _invalidation_targets(ctx, state.url, response)
-            ctx.after_response.append(lambda: self._invalidate(targets))
+        if isinstance(staged, _Unsafe) and 200 <= response.status < 400 and not _upstream_failed(ctx):
+            staged.targets = _invalidation_targets(ctx, staged.url, response)
         return response
+
+    # -- after ---------------------------------------------------------------------------
+    async def after(self, ctx: RequestContext, staged: Staged | None, response: Response) -> None:
+        if isinstance(staged, _Lookup):
+            if staged.store is not None:
+                await self._store(ctx, staged, staged.store)
+            elif staged.release is not None:
+                await self._release(staged.key, staged.release_token, staged.release)
+            if staged.refresh is not None:
+                self._spawn_refresh(ctx, staged, *staged.refresh)
+        elif isinstance(staged, _Unsafe) and staged.targets:
+            await self._invalidate(staged.targets)
 
     async def _cached(self, ctx: RequestContext, st: _Lookup, call_next: Handler) -> Response:
         key = st.key
@@ -336,7 +381,7 @@ class CachePolicy:
                 return self._from_cache(ctx, found.entry, found.age, STALE_)  # type: ignore[arg-type]
             if state == SWR:
                 if found.got_lock:
-                    ctx.after_response.append(functools.partial(self._spawn_refresh, ctx, st, found, call_next))
+                    st.refresh = (found, call_next)
                 self.counters.stale += 1
                 return self._from_cache(ctx, found.entry, found.age, STALE_)  # type: ignore[arg-type]
             if key.request_cc.only_if_cached:
@@ -389,11 +434,11 @@ class CachePolicy:
             if stored is not None and self._stale_on_error(st, found, disconnected=failure == "disconnected"):
                 _discard(response)
                 if holding:
-                    ctx.after_response.append(lambda: self._release(key, token, "error"))
+                    st.release_with(token, "error")
                 self.counters.stale += 1
                 return self._from_cache(ctx, stored, found.age, STALE_, client_conditionals)
             if holding:
-                ctx.after_response.append(lambda: self._release(key, token, "error"))
+                st.release_with(token, "error")
             self.counters.misses += 1
             return self._mark(ctx, response, MISS_)
 
@@ -413,13 +458,13 @@ class CachePolicy:
         if key.may_fill:
             self._plan_store(ctx, st, found, token, None, age, response_time, response)
         elif holding:
-            ctx.after_response.append(lambda: self._release(key, token, "retry"))
+            st.release_with(token, "retry")
         return response
 
     def _plan_store(self, ctx: RequestContext, st: _Lookup, found: Lookup, token: str,
                     entry: CacheEntry | None, age: float, response_time: float,
                     response: Response | None) -> None:
-        """Decide whether to store; store (or release the fill) after the response went out."""
+        """Decide whether to store; `after` stores (or gives the fill back) once it went out."""
         key = st.key
         headers = entry.headers if entry is not None else response.headers  # type: ignore[union-attr]
         status = entry.status if entry is not None else response.status  # type: ignore[union-attr]
@@ -429,7 +474,7 @@ class CachePolicy:
         if not decision.store:
             self.counters.not_stored += 1
             if token or found.state != PASS:
-                ctx.after_response.append(lambda: self._release(key, token, "pass"))
+                st.release_with(token, "pass")
             return
         tee: BodyTee | None = None
         if entry is None:
@@ -438,7 +483,7 @@ class CachePolicy:
             length = response.header(b"content-length")
             if length is not None and length.strip().isdigit() and int(length) > limit:
                 self.counters.too_large += 1
-                ctx.after_response.append(lambda: self._release(key, token, "pass"))
+                st.release_with(token, "pass")
                 return
             if response.stream is not None:
                 expected = int(length) if length is not None and length.strip().isdigit() else None
@@ -446,51 +491,55 @@ class CachePolicy:
                 response.stream = tee.wrap(response.stream)
             elif len(response.body) > limit:
                 self.counters.too_large += 1
-                ctx.after_response.append(lambda: self._release(key, token, "pass"))
+                st.release_with(token, "pass")
                 return
+        st.store = _StorePlan(token, found, status, headers, decision, response_cc, age,
+                              response_time, entry, response, tee)
 
-        async def store_after() -> None:
-            stored_entry = entry
-            if stored_entry is None:
-                assert response is not None
-                if tee is not None:
-                    if tee.overflow:
-                        self.counters.too_large += 1
-                        await self._release(key, token, "pass")
-                        return
-                    if not tee.complete or _upstream_failed(ctx):
-                        await self._release(key, token, "retry")
-                        return
-                    body = tee.body
-                else:
-                    body = response.body
-                stored_entry = CacheEntry(key.url, status, storable_headers(headers), body)
-            freshness = StoredFreshness(
-                age=age + max(0.0, time.time() - response_time),
-                lifetime=decision.lifetime,
-                swr=float(response_cc.stale_while_revalidate or 0),
-                stale_if_error=float(response_cc.stale_if_error or 0),
-                no_stale=no_stale(response_cc),
-                shared_with_authenticated=shareable_when_authenticated(response_cc),
-                retention=retention(decision.lifetime, float(response_cc.stale_while_revalidate or 0),
-                                    float(response_cc.stale_if_error or 0),
-                                    0.0 if no_stale(response_cc) and not has_validators(headers)
-                                    else self.settings.stale_retention),
+    async def _store(self, ctx: RequestContext, st: _Lookup, plan: _StorePlan) -> None:
+        key, token, headers, response_cc = st.key, plan.token, plan.headers, plan.response_cc
+        stored_entry = plan.entry
+        if stored_entry is None:
+            response, tee = plan.response, plan.tee
+            assert response is not None
+            if tee is not None:
+                if tee.overflow:
+                    self.counters.too_large += 1
+                    await self._release(key, token, "pass")
+                    return
+                if not tee.complete or _upstream_failed(ctx):
+                    await self._release(key, token, "retry")
+                    return
+                body = tee.body
+            else:
+                body = response.body
+            stored_entry = CacheEntry(key.url, plan.status, storable_headers(headers), body)
+        lifetime = plan.decision.lifetime
+        swr = float(response_cc.stale_while_revalidate or 0)
+        stale_if_error = float(response_cc.stale_if_error or 0)
+        freshness = StoredFreshness(
+            age=plan.age + max(0.0, time.time() - plan.response_time),
+            lifetime=lifetime,
+            swr=swr,
+            stale_if_error=stale_if_error,
+            no_stale=no_stale(response_cc),
+            shared_with_authenticated=shareable_when_authenticated(response_cc),
+            retention=retention(lifetime, swr, stale_if_error,
+                                0.0 if no_stale(response_cc) and not has_validators(headers)
+                                else self.settings.stale_retention),
+        )
+        scope = SHARED_SCOPE if plan.decision.shared else key.scope
+        try:
+            stored = await self.cache.save(
+                key=key, scope=scope, token=token, entry=stored_entry, vary=vary_names(headers) or [],
+                request_headers=key.headers, freshness=freshness, looked_up_at_us=plan.found.now_us,
+                route_prefix=ctx.route.prefix,
             )
-            scope = SHARED_SCOPE if decision.shared else key.scope
-            try:
-                stored = await self.cache.save(
-                    key=key, scope=scope, token=token, entry=stored_entry, vary=vary_names(headers) or [],
-                    request_headers=key.headers, freshness=freshness, looked_up_at_us=found.now_us,
-                    route_prefix=ctx.route.prefix,
-                )
-                if stored:
-                    self.counters.stored += 1
-            except StoreError as exc:
-                self.counters.store_errors += 1
-                log.debug("cache store failed for %s: %s", key.url, exc)
-
-        ctx.after_response.append(store_after)
+            if stored:
+                self.counters.stored += 1
+        except StoreError as exc:
+            self.counters.store_errors += 1
+            log.debug("cache store failed for %s: %s", key.url, exc)
 
     async def _release(self, key: LookupKey, token: str, outcome: str) -> None:
         try:
@@ -507,18 +556,14 @@ class CachePolicy:
         )
 
     # -- stale-while-revalidate ----------------------------------------------------------
-    async def _spawn_refresh(self, ctx: RequestContext, st: _Lookup, found: Lookup, call_next: Handler) -> None:
-        task = asyncio.get_running_loop().create_task(self._refresh(ctx, st, found, call_next))
+    def _spawn_refresh(self, ctx: RequestContext, st: _Lookup, found: Lookup, call_next: Handler) -> None:
+        task = asyncio.get_running_loop().create_task(self._refresh(ctx.fork(), st.fresh(), found, call_next))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _refresh(self, ctx: RequestContext, st: _Lookup, found: Lookup, call_next: Handler) -> None:
-        """Fetch once more in the background (RFC 5861 §3) on a copy of the request."""
-        copy = dataclasses.replace(
-            ctx, body=None, headers=list(ctx.headers), response_headers=[], upstream=None,
-            after_response=[], state=dict(ctx.state), has_body=False, chunked=False,
-            interim=None, client_disconnected=False,
-        )
+    async def _refresh(self, copy: RequestContext, st: _Lookup, found: Lookup, call_next: Handler) -> None:
+        """Fetch once more in the background (RFC 5861 §3) on a copy of the request, through
+        the rest of the chain, then run this policy's `after` and theirs for it."""
         try:
             response = await self._fetch(copy, st, found, call_next, holding=True)
             if response.stream is not None:
@@ -529,9 +574,12 @@ class CachePolicy:
         except Exception:
             log.exception("background refresh of %s failed", st.key.url)
             await self._release(st.key, st.key.token, "retry")
-        for job in copy.after_response:
+            return
+        await self.after(copy, st, response)
+        inner_after = getattr(call_next, "after", None)  # the chain's: the policies inward
+        if inner_after is not None:
             try:
-                await job()
+                await inner_after(copy, response)
             except Exception:
                 log.exception("after-response work of a background refresh failed")
 
@@ -584,7 +632,7 @@ class CachePolicy:
 
 def _failure_kind(ctx: RequestContext, response: Response) -> str | None:
     """'disconnected' (no answer from the origin), 'error' (an origin 5xx), or None."""
-    if ctx.state.get("breaker_rejected"):
+    if ctx.breaker_rejected:
         return "disconnected"
     if ctx.upstream is not None and ctx.upstream.failure in ("connect", "timeout", "reset", "protocol"):
         return "disconnected"

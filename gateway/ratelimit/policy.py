@@ -2,7 +2,7 @@
 
 `stage` puts ONE call of `lua/ratelimit.lua` on the request's batch, covering every window that
 applies (the consumer's tier plus the route's override for this method), all keyed under the
-consumer's `{rate_key}` hash tag. `__call__` reads the verdict: 429 with `Retry-After` when any
+consumer's `{rate_key}` hash tag. `handle` reads the verdict: 429 with `Retry-After` when any
 window refuses (and then none consumed), otherwise the request goes on. Either way the
 `RateLimit-Policy` / `RateLimit` / `X-RateLimit-*` fields go on `ctx.response_headers`.
 
@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 from gateway.config import Algorithm, GatewayConfig, RateWindow
 from gateway.context import Consumer, RequestContext, Response
 from gateway.identity import DEFAULT_TIER, anonymous
-from gateway.policy import Handler
+from gateway.policy import Handler, Policy
 from gateway.problem import problem
 from gateway.ratelimit.headers import policy_field, ratelimit_headers, retry_after
 from gateway.ratelimit.local import LocalLimiter
@@ -93,7 +93,7 @@ def tier_windows(
     )
 
 
-class RateLimitPolicy:
+class RateLimitPolicy(Policy):
     """Cluster-exact rate limiting per consumer tier, with a configured store-failure mode."""
 
     name = "rate_limit"
@@ -183,18 +183,16 @@ class RateLimitPolicy:
         return found
 
     # -- the request path -------------------------------------------------------------------
-    def stage(self, ctx: RequestContext, batch: StoreBatch) -> Response | None:
+    def stage(self, ctx: RequestContext, batch: StoreBatch) -> _Staged | None:
         if not self.enabled:
             return None
         consumer = ctx.consumer or anonymous(ctx.client_ip)
         plan = self.windows_for(consumer.tier, ctx.route.prefix, ctx.method)
         head = f"{self.key_prefix}:rl:{{{hash_tag(consumer.rate_key)}}}"
         keys = [head + suffix for suffix in plan.key_suffixes]
-        ctx.state[self.name] = _Staged(consumer, plan, batch.eval(self.script, keys, plan.args))
-        return None
+        return _Staged(consumer, plan, batch.eval(self.script, keys, plan.args))
 
-    async def __call__(self, ctx: RequestContext, call_next: Handler) -> Response:
-        staged: _Staged | None = ctx.state.get(self.name)
+    async def handle(self, ctx: RequestContext, staged: _Staged | None, call_next: Handler) -> Response:
         if staged is None:
             return await call_next(ctx)
         try:

@@ -12,9 +12,9 @@ import pytest
 from gateway.breaker import CircuitBreakerPolicy
 from gateway.config import GatewayConfig, parse_config
 from gateway.context import RequestContext, Response, UpstreamOutcome
-from gateway.policy import PolicyChain
 from gateway.routing import Route
 from gateway.store import Store, embedded_store, redis_store
+from tests.support.chain import drive
 
 USERS_A = "http://users-a.test:8001"
 USERS_B = "http://users-b.test:8002"
@@ -89,14 +89,10 @@ class Replica:
     async def request(self, service: str = "orders", *, record: bool = True,
                       flush: bool = True) -> tuple[Response, RequestContext]:
         ctx = make_ctx(self.config, service)
-        chain = PolicyChain([self.policy], self.upstream, self.store)
-        response = await chain(ctx)
-        if record:
-            for job in ctx.after_response:
-                await job()
-            if flush:
-                await self.policy.flush()
-        return response, ctx
+        sent = await drive([self.policy], self.store, ctx, self.upstream, after=record)
+        if record and flush:
+            await self.policy.flush()
+        return sent.response, ctx
 
     async def requests(self, n: int, service: str = "orders") -> list[int]:
         return [(await self.request(service))[0].status for _ in range(n)]

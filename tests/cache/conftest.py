@@ -15,6 +15,7 @@ from gateway.config import GatewayConfig, parse_config
 from gateway.context import Consumer, Headers, RequestContext, Response, UpstreamOutcome
 from gateway.routing import RouteTable
 from gateway.store import Store, embedded_store
+from tests.support.chain import drive
 
 ADMIN_KEY = "admin-secret"
 ADMIN_SHA = "a1e4cb2a5ec0e2c8d1f3f8b5a4e0b4ba9d8a3a2f0c6c1f7e2f8c49d5d1c7c1a0"
@@ -78,7 +79,7 @@ class Origin:
     async def __call__(self, ctx: RequestContext) -> Response:
         reply = self.reply(ctx) if callable(self.reply) else self.reply
         if reply.breaker_open:
-            ctx.state["breaker_rejected"] = True
+            ctx.breaker_rejected = True
             ctx.breaker_state = "open"
             return Response(503, [(b"content-type", b"application/problem+json")], b'{"status":503}')
         self.requests.append(list(ctx.headers))
@@ -122,32 +123,9 @@ class Result:
 
 
 async def send(policy: CachePolicy, store: Store, ctx: RequestContext, origin: Any) -> Result:
-    """Run one request through the policy as the core does: stage, one batch, call, send, after."""
-    batch = store.batch()
-    early = policy.stage(ctx, batch)
-    if early is not None:
-        return Result(early.status, early.headers, early.body)
-    await batch.execute()
-    response = await policy(ctx, origin)
-    body = response.body
-    if response.stream is not None:
-        # Like the core: with a Content-Length it stops reading once that many bytes went out.
-        length = response.header(b"content-length")
-        remaining = int(length) if length is not None and length.isdigit() else -1
-        chunks = []
-        async for chunk in response.stream:
-            chunks.append(chunk)
-            remaining -= len(chunk)
-            if remaining == 0:
-                break
-        body = b"".join(chunks)
-    if response.close is not None:
-        response.close()
-    for job in ctx.after_response:
-        await job()
-    if ctx.method == "HEAD":
-        body = b""
-    return Result(response.status, response.headers + ctx.response_headers, body)
+    """One request through the real chain (the cache, then `origin` as breaker + upstream)."""
+    sent = await drive([policy], store, ctx, origin)
+    return Result(sent.status, sent.headers, sent.body)
 
 
 @pytest.fixture

@@ -9,8 +9,10 @@ import pytest
 
 from gateway.cache.policy import CachePolicy
 from gateway.context import Consumer
+from gateway.policy import PolicyChain
 from gateway.store import Store, StoreUnavailable
 from tests.cache.conftest import ADMIN_KEY, Origin, Reply, cache_config, make_ctx, send
+from tests.support.chain import drive, finish
 
 CC = b"cache-control"
 
@@ -286,14 +288,11 @@ async def test_unsafe_methods_invalidate(policy: CachePolicy, store: Store, conf
 async def test_a_fill_that_started_before_an_invalidation_is_not_stored(policy: CachePolicy, store: Store, config) -> None:  # type: ignore[no-untyped-def]
     origin = Origin(reply("max-age=60"))
     ctx = make_ctx(config)
-    batch = store.batch()
-    policy.stage(ctx, batch)
-    await batch.execute()
-    response = await policy(ctx, origin)
+    chain = PolicyChain([policy], origin, store)
+    sent = await drive(chain, store, ctx, after=False)
     await send(policy, store, make_ctx(config, method="POST"), Origin(reply(None, status=204)))
-    for job in ctx.after_response:  # the old response is stored only now
-        await job()
-    assert response.status == 200
+    await finish(chain, ctx, sent)  # the old response is stored only now
+    assert sent.status == 200
     assert (await send(policy, store, make_ctx(config), origin)).x_cache == "MISS"
 
 

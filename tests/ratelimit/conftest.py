@@ -8,9 +8,10 @@ from typing import Any
 import pytest
 
 from gateway.config import GatewayConfig, parse_config
-from gateway.context import RequestContext, Response
+from gateway.context import RequestContext, Response, UpstreamOutcome
 from gateway.routing import RouteTable
 from gateway.store import Store, embedded_store, redis_store
+from tests.support.chain import drive
 from tests.support.processes import RedisServer
 
 
@@ -50,26 +51,14 @@ def make_ctx(
 
 
 async def upstream_ok(ctx: RequestContext) -> Response:
-    """A stand-in terminal: records what it was sent, answers 200."""
-    ctx.state["upstream_headers"] = list(ctx.headers)
+    """A stand-in terminal: notes that it was called (`ctx.upstream`), answers 200."""
+    ctx.upstream = UpstreamOutcome(status=200)
     return Response(200, [(b"content-type", b"text/plain")], b"ok")
 
 
 async def run_chain(policies: list[Any], store: Store, ctx: RequestContext) -> Response:
-    """Stage every policy, send the batch once, then run the policies around `upstream_ok`."""
-    batch = store.batch()
-    for policy in policies:
-        early = policy.stage(ctx, batch)
-        if early is not None:
-            return early
-    await batch.execute()
-
-    async def call(i: int, c: RequestContext) -> Response:
-        if i == len(policies):
-            return await upstream_ok(c)
-        return await policies[i](c, lambda c2: call(i + 1, c2))
-
-    return await call(0, ctx)
+    """The real chain around `upstream_ok`: stage, one batch, handles, after."""
+    return (await drive(policies, store, ctx, upstream_ok)).response
 
 
 def header(ctx: RequestContext, response: Response, name: bytes) -> str | None:
