@@ -2,12 +2,17 @@
 # One image runs the gateway (default CMD) and the mock upstream services
 # (`python -m services users|products|orders ...`, as docker-compose.yml does).
 
-# --- builder: resolve and install the project and its dependencies into a venv ---------------
+# --- builder: resolve and install the project and its dependencies into a venv ----------
 FROM python:3.11-slim AS builder
 
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
+
+# gcc: the wheel compiles the engine's modules with mypyc (setup.py). Only this stage has it.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends gcc libc6-dev \
+ && rm -rf /var/lib/apt/lists/*
 
 RUN python -m venv /opt/venv
 ENV PATH="/opt/venv/bin:$PATH"
@@ -15,20 +20,21 @@ ENV PATH="/opt/venv/bin:$PATH"
 WORKDIR /src
 # Dependencies change less often than code: install them from pyproject alone first so the
 # layer is cached across code edits. Every dependency (uvloop, httptools, hiredis, lupa)
-# ships manylinux wheels, so no compiler is needed.
+# ships manylinux wheels.
 COPY pyproject.toml README.md ./
 RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
       > /tmp/requirements.txt \
  && pip install -r /tmp/requirements.txt
 
+COPY setup.py mypyc.ini ./
 COPY gateway/ gateway/
 COPY services/ services/
 # The Redis scripts ship inside the package (pyproject maps lua/ to gateway.lua).
 COPY lua/ lua/
-# A regular (non-editable) install: the runtime stage copies only /opt/venv.
+# A regular (non-editable) install, the engine compiled: the runtime stage copies only /opt/venv.
 RUN pip install --no-deps .
 
-# --- runtime: slim base, the venv (the package carries its Lua scripts), non-root -----------------------------------------
+# --- runtime: slim base, the venv (the package carries its Lua scripts), non-root ----------
 FROM python:3.11-slim AS runtime
 
 ENV PATH="/opt/venv/bin:$PATH" \

@@ -165,7 +165,8 @@ async def run(args: argparse.Namespace) -> list[tuple[str, float, str]]:
         results.append((name, per, text))
         print(f"inprocess: {name:10s} {per * 1e6:7.1f} µs/req (CPU, whole process)", file=sys.stderr)
 
-    await measure("engine", constant)
+    if not args.phases or "engine" in args.phases:
+        await measure("engine", constant)
     phases: list[tuple[str, tuple[str, ...], bool, str]] = [("hotpath", (), False, "nocache")]
     if args.upstream:
         phases.append(("upstream", (), False, "nocache"))
@@ -175,6 +176,8 @@ async def run(args: argparse.Namespace) -> list[tuple[str, float, str]]:
         ("all-miss", ("rate_limit", "cache", "circuit_breaker"), True, "nocache"),
         ("all-hit", ("rate_limit", "cache", "circuit_breaker"), True, "cached"),
     ]
+    if args.phases:
+        phases = [p for p in phases if p[0] in args.phases]
     for name, policies, access_log, path in phases:
         real = name == "upstream"
         app = GatewayApp(parse_config(gateway_config(redis_url, policies, access_log,
@@ -203,6 +206,8 @@ def main() -> int:
     p.add_argument("--redis", help="a Redis URL (default: a redis-server started here)")
     p.add_argument("--upstream", help="an origin URL for the `upstream` phase (e.g. nginx return 200)")
     p.add_argument("--profile", action="store_true", help="cProfile each phase")
+    p.add_argument("--phases", nargs="+", metavar="NAME",
+                   help="a subset: engine hotpath upstream accesslog ratelimit all-miss all-hit")
     args = p.parse_args()
     redis_proc = None
     tmp = tempfile.mkdtemp(prefix="gateway-inprocess-")

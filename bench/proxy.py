@@ -2,6 +2,11 @@
 
 Run:  .venv/bin/python bench/proxy.py [--duration 10] [--runs 3] [--connections 32]
                                       [--latency-connections 1] [--scenarios direct nginx gateway ...]
+                                      [--build compiled|source]
+
+The gateway and the engine floor run the build users install (`--build compiled`, the default:
+the wheel, its engine compiled with mypyc, built into the temp dir first) or the checkout's
+pure-Python source (`--build source`); `engine-source` runs the source engine floor beside it.
 
 What it starts (all on 127.0.0.1, ephemeral ports, all stopped by PID on exit or Ctrl-C):
 
@@ -76,6 +81,7 @@ class Scenario:
     policies: tuple[str, ...] = ()  # gateway only: rate_limit, cache, circuit_breaker
     access_log: bool = True
     workers: int = 1  # nginx and gateway: > 1 runs unpinned over both cores, CPU summed over workers
+    source: bool = False  # engine and gateway: the checkout's pure-Python source, whatever --build says
 
     @property
     def uses_redis(self) -> bool:
@@ -89,6 +95,8 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
              "X-Forwarded-For/Proto and a request id, no log", "haproxy"),
     Scenario("engine", "bench/engine_proxy.py: the gateway's own engine as a bare proxy, no features "
              "(the engine floor)", "engine"),
+    Scenario("engine-source", "the engine floor on the checkout's pure-Python source (beside `engine`, "
+             "which runs the build under test: what compiling the engine saves)", "engine", source=True),
     Scenario("minimal", "bench/minimal_proxy.py: asyncio.Protocol + httptools both ways with no rules at all "
              "(the issue's prototype; a reference, not a server)", "minimal"),
     Scenario("raw-asgi", "bench/reference_proxy.py: bare raw ASGI + aiohttp under uvicorn, no features "
@@ -513,6 +521,14 @@ class Bench:
     endpoints: dict[str, Endpoint] = field(default_factory=dict)  # scenario name -> endpoint
     redis: RedisCounters | None = None
     redis_pid: int = 0
+    build: Path | None = None  # the compiled wheel, unpacked (--build compiled); None: the checkout
+
+    def python_env(self, s: Scenario) -> dict[str, str]:
+        """The environment of the gateway and the engine floor: the build under test first."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+        if self.build is not None and not s.source:
+            env["PYTHONPATH"] = str(self.build)
+        return env
 
     @property
     def proxy_core(self) -> int | None:
@@ -567,7 +583,8 @@ class Bench:
         log = self.tmp / f"{s.name}.log"
         proc = self.procs.start(s.name, [sys.executable, str(ROOT / "bench" / script),
                                          "--upstream", f"http://127.0.0.1:{self.backend_port}",
-                                         "--port", str(port), *extra], log, self.core_of(s))
+                                         "--port", str(port), *extra], log, self.core_of(s),
+                                env=self.python_env(s))
         if not wait_http(f"http://127.0.0.1:{port}{s.path}", proc):
             self.procs.stop(proc)
             return f"{s.name} did not start:\n" + tail(log)
@@ -629,7 +646,7 @@ class Bench:
             port = free_port()
             cfg = self.tmp / f"gateway-{s.name}.yaml"
             cfg.write_text(yaml.safe_dump(gateway_config(s, self.backend_port, redis_port), sort_keys=False))
-            env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+            env = self.python_env(s)
             gproc = self.procs.start(f"gateway-{s.name}", [gateway, "run", "--config", str(cfg), "--host", "127.0.0.1",
                                                            "--port", str(port), "--workers", str(s.workers),
                                                            "--grace", "2"],
@@ -796,6 +813,7 @@ RATIOS = [
     ("gateway / engine floor (what the features cost)", "gateway", "engine"),
     ("engine floor / raw ASGI + aiohttp floor", "engine", "raw-asgi"),
     ("engine floor / minimal Protocol proxy (what the engine's rules cost)", "engine", "minimal"),
+    ("engine floor compiled / pure-Python source (what compiling saves)", "engine", "engine-source"),
     ("raw ASGI + aiohttp floor / nginx", "raw-asgi", "nginx"),
     ("gateway (no access log) / nginx", "gateway-nolog", "nginx"),
     ("gateway access log on / off", "gateway", "gateway-nolog"),
@@ -814,6 +832,22 @@ def latency_duration(args: argparse.Namespace) -> int:
     return max(1, min(args.duration, LATENCY_SECONDS))
 
 
+def compiled_build(tmp: Path) -> Path:
+    """The wheel as users install it (setup.py compiles the engine with mypyc), unpacked."""
+    dist, build = tmp / "dist", tmp / "build"
+    pip = [sys.executable, "-m", "pip"]
+    subprocess.run([*pip, "wheel", "--no-deps", "-q", "-w", str(dist), str(ROOT)],
+                   check=True, stdout=subprocess.DEVNULL, timeout=600)
+    subprocess.run([*pip, "install", "--no-deps", "-q", "--target", str(build),
+                    *map(str, dist.glob("pygateway-*.whl"))], check=True, stdout=subprocess.DEVNULL, timeout=600)
+    probe = subprocess.run([sys.executable, "-c", "import gateway.engine.server as s; print(s.__file__)"],
+                           env={**os.environ, "PYTHONPATH": str(build)}, capture_output=True, text=True,
+                           cwd=tmp, check=True)
+    if not probe.stdout.strip().endswith(".so"):
+        raise RuntimeError(f"the wheel's engine is not compiled: {probe.stdout.strip()}")
+    return build
+
+
 def render(results: dict[str, ScenarioResult], args: argparse.Namespace, layout: str,
            load: tuple[float, float, float]) -> str:
     rps = {name: r.median(lambda x: x.wrk.rps) for name, r in results.items() if r.runs}
@@ -824,6 +858,8 @@ def render(results: dict[str, ScenarioResult], args: argparse.Namespace, layout:
         "",
         f"- machine: {cpu_model()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}",
         f"- commit: {git_commit()}",
+        "- build: " + ("the wheel as users install it, the engine compiled with mypyc (`--build compiled`)"
+                       if args.build == "compiled" else "the checkout's source, pure Python (`--build source`)"),
         f"- wrk -t{args.threads} -c{args.connections} -d{args.duration}s --latency, {args.runs} runs per scenario "
         f"(interleaved), medians shown"
         + (f"; latency at {lat_c} connection{'s' if lat_c > 1 else ''}: one more run of "
@@ -997,6 +1033,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="after the runs, py-spy each single-process gateway scenario and the engine floor "
                         "under load (an extra, unrecorded run)")
     p.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (configs, logs)")
+    p.add_argument("--build", choices=("compiled", "source"), default="compiled",
+                   help="what the gateway and the engine floor run: the wheel as users install it, "
+                        "its engine compiled (default), or the checkout's pure-Python source")
     args = p.parse_args(argv)
     if not args.no_pin and (not shutil.which("taskset") or (os.cpu_count() or 1) < 2):
         args.no_pin = True
@@ -1026,6 +1065,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)  # also when started with SIGINT ignored (a background job)
     bench = Bench(args, tmp, procs)
+    if args.build == "compiled":
+        print("bench: building the wheel (the engine compiled with mypyc)", file=sys.stderr)
+        bench.build = compiled_build(tmp)
     results = {s.name: ScenarioResult(s) for s in scenarios}
     profiles: dict[str, str] = {}
     try:

@@ -106,8 +106,8 @@ class PolicyChain:
         self.store = store
         self.terminal = terminal
         self._stages = [(i, p.stage) for i, p in enumerate(self.policies) if implements(p, "stage")]
-        self._afters = [(i, p) for i, p in reversed(list(enumerate(self.policies)))
-                        if implements(p, "after")]
+        self._afters = [(i, p) for i, p in enumerate(self.policies) if implements(p, "after")]
+        self._afters.reverse()  # innermost first
         self._entry = self.link(terminal)
 
     def link(self, terminal: Handler) -> Handler:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import itertools
 import ssl
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -133,7 +132,7 @@ class UpstreamPool:
         outcome = ctx.upstream = UpstreamOutcome(target=url)
         started = time.perf_counter()
         retry = not has_body and ctx.method in IDEMPOTENT_NO_BODY
-        body = _limited(ctx.body, self.max_body_bytes) if has_body and ctx.body else None
+        body = _Limited(ctx.body, self.max_body_bytes) if has_body and ctx.body else None
         try:
             try:
                 ex = await send(pool, head, body, chunked=ctx.chunked, head_only=ctx.method == "HEAD",
@@ -210,16 +209,27 @@ def _request_head(ctx: RequestContext, target: Target) -> bytes:
     return b"".join(parts)
 
 
-async def _limited(body: RequestBody, limit: int) -> AsyncIterator[bytes]:
-    received = 0
-    while True:
-        chunk = await body.read()
+class _Limited:
+    """The client's request body as it streams upstream, refused past `limit` bytes (0: none)."""
+
+    __slots__ = ("body", "limit", "received")
+
+    def __init__(self, body: RequestBody, limit: int) -> None:
+        self.body = body
+        self.limit = limit
+        self.received = 0
+
+    def __aiter__(self) -> _Limited:
+        return self
+
+    async def __anext__(self) -> bytes:
+        chunk = await self.body.read()
         if not chunk:
-            return
-        received += len(chunk)
-        if limit and received > limit:
+            raise StopAsyncIteration
+        self.received += len(chunk)
+        if self.limit and self.received > self.limit:
             raise BodyTooLarge()
-        yield chunk
+        return chunk
 
 
 class _ResponseBody:

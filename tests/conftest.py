@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import sys
+
+# The tests of the compiled build (deploy/wheel-check.sh): GATEWAY_TEST_BUILD is a folder the
+# wheel was installed into; it goes before the checkout, so `gateway` is the wheel's (compiled)
+# here and, through PYTHONPATH and PYTHONSAFEPATH, in every process the tests start.
+if os.environ.get("GATEWAY_TEST_BUILD"):
+    sys.path.insert(0, os.environ["GATEWAY_TEST_BUILD"])
 from collections.abc import AsyncIterator, Iterator
 
 import pytest

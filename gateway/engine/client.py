@@ -40,6 +40,7 @@ from httptools import (
     HttpParserUpgrade,
     HttpResponseParser,
 )
+from mypy_extensions import mypyc_attr
 
 from gateway.engine.body import BodyStream
 from gateway.engine.wire import HOP_BY_HOP, LAST_CHUNK, Headers, chunk, connection_tokens
@@ -59,6 +60,7 @@ class UpstreamError(Exception):
         self.retryable = retryable
 
 
+@mypyc_attr(native_class=False)  # compiled: a subclass of a builtin exception stays a Python class
 class _UpstreamClosed(ConnectionResetError):
     """The upstream connection closed while the request was going out (never the client's
     side: a client's own ConnectionError from the body passes through `send` as it is)."""

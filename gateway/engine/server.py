@@ -45,6 +45,7 @@ from httptools import (
     HttpRequestParser,
     parse_url,
 )
+from mypy_extensions import mypyc_attr
 
 from gateway.engine.body import BodyStream
 from gateway.engine.wire import LAST_CHUNK, SERVER, Headers, chunk, http_date, status_line
@@ -63,10 +64,12 @@ _FRAMING = frozenset({b"content-length", b"transfer-encoding", b"expect"})
 _OWN_FIELDS = frozenset({b"content-length", b"date", b"server", b"connection", b"transfer-encoding"})
 
 
+@mypyc_attr(native_class=False)  # compiled: a subclass of a builtin exception stays a Python class
 class ClientGone(ConnectionResetError):
     """The client closed its connection; its request body will not complete."""
 
 
+@mypyc_attr(native_class=False)  # compiled: a subclass of a builtin exception stays a Python class
 class BodyTimeout(TimeoutError):
     """The request body stalled for longer than `body_timeout`."""
 
