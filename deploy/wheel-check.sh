@@ -6,6 +6,11 @@
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 python="${PYTHON:-python3}"
+case "$python" in  # a relative path would break once we leave the checkout
+  /*) ;;
+  */*) python="$PWD/$python" ;;
+  *) python="$(command -v "$python")" ;;
+esac
 tests=yes
 [ "${1:-}" = "--no-tests" ] && tests=no
 work="$(mktemp -d)"

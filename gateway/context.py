@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from gateway.engine.failures import Failure
+
 if TYPE_CHECKING:
     from gateway.routing import Route
     from gateway.tracing import TraceContext
@@ -62,7 +64,7 @@ class UpstreamOutcome:
     """What the upstream did, for the breaker and the metrics. `failure` is None on success."""
 
     status: int | None = None
-    failure: str | None = None  # "connect" | "reset" | "timeout" | "protocol" | "pool" | "status"
+    failure: Failure | None = None  # gateway/engine/failures.py
     duration: float = 0.0  # seconds
     target: str = ""
 

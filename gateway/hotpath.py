@@ -19,6 +19,7 @@ import time
 from typing import TYPE_CHECKING
 
 from gateway.context import RequestContext, Response
+from gateway.engine.failures import Failure
 from gateway.engine.server import HttpConnection, Request
 from gateway.engine.wire import HOP_BY_HOP, connection_tokens
 from gateway.forwarding import TrustedProxies, forwarded_headers, request_id_from
@@ -216,7 +217,7 @@ class HotPath:
                     # sees a truncated response instead of a silently short "complete" one.
                     log.warning("request %s: upstream body failed mid-stream: %s", rid, type(exc).__name__)
                     if ctx.upstream is not None and ctx.upstream.failure is None:
-                        ctx.upstream.failure = "reset"
+                        ctx.upstream.failure = Failure.RESET
                     conn.abort()
                     return
             conn.end()

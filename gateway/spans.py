@@ -84,7 +84,7 @@ class SpanExport:
         if ctx.upstream is not None:
             attributes["gateway.upstream_ms"] = round(ctx.upstream.duration * 1000, 3)
             if ctx.upstream.failure:
-                attributes["gateway.upstream_failure"] = ctx.upstream.failure
+                attributes["gateway.upstream_failure"] = ctx.upstream.failure.value
         span = self.tracer.start_span(
             f"{ctx.method} {ctx.route.prefix}", context=parent, kind=api.SpanKind.SERVER,
             attributes=attributes, start_time=end - int(elapsed * 1e9),

@@ -27,6 +27,7 @@ from gateway.background import Periodic
 from gateway.config import GatewayConfig, ServiceSettings
 from gateway.context import RequestBody, RequestContext, Response, UpstreamOutcome
 from gateway.engine.client import Exchange, TargetPool, UpstreamError, send
+from gateway.engine.failures import Failure
 from gateway.engine.server import BodyTimeout, ClientGone
 from gateway.problem import problem
 
@@ -175,21 +176,25 @@ class UpstreamPool:
         return problem(status, detail, request_id=ctx.request_id, kind=kind)
 
     def _answer_failure(self, ctx: RequestContext, outcome: UpstreamOutcome, started: float,
-                        failure: str, reason: str, stall: float) -> Response:
+                        failure: Failure, reason: str, stall: float) -> Response:
         outcome.duration = time.perf_counter() - started
         outcome.failure = failure
-        if failure == "pool":
+        if failure is Failure.POOL:
             return problem(503, f"upstream {ctx.service} is at its connection limit ({reason})",
                            request_id=ctx.request_id, service=ctx.service, kind="upstream-pool-full",
                            headers=[(b"retry-after", b"1")])
-        detail = {
-            "connect": f"could not connect to the upstream ({reason})",
-            "timeout": f"upstream did not answer within {stall:g}s",
-            "reset": f"upstream connection failed ({reason})",
-            "protocol": f"upstream sent an invalid response ({reason})",
-        }[failure]
-        return problem(504 if failure == "timeout" else 502, detail, request_id=ctx.request_id,
+        status, detail = _FAILURE_ANSWERS[failure]
+        return problem(status, detail.format(reason=reason, stall=stall), request_id=ctx.request_id,
                        service=ctx.service, kind=f"upstream-{failure}")
+
+
+# What the client is told when the upstream failed: status and detail, per failure kind.
+_FAILURE_ANSWERS: dict[Failure, tuple[int, str]] = {
+    Failure.CONNECT: (502, "could not connect to the upstream ({reason})"),
+    Failure.TIMEOUT: (504, "upstream did not answer within {stall:g}s"),
+    Failure.RESET: (502, "upstream connection failed ({reason})"),
+    Failure.PROTOCOL: (502, "upstream sent an invalid response ({reason})"),
+}
 
 
 def _request_head(ctx: RequestContext, target: Target) -> bytes:

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, NamedTuple
 
+from gateway.engine.failures import UPSTREAM_BROKEN, Failure
+
 if TYPE_CHECKING:
     from gateway.config import BreakerSettings
 
@@ -125,14 +127,14 @@ class Verdict(NamedTuple):
     success: bool
 
 
-def verdict(status: int | None, failure: str | None, client_disconnected: bool,
+def verdict(status: int | None, failure: Failure | None, client_disconnected: bool,
             failure_statuses: frozenset[int]) -> Verdict:
     """Connect errors, resets, timeouts, broken HTTP framing and the configured statuses are
     failures; 4xx never; a client that went away first says nothing about the upstream, nor
     does a full connection pool (our own limit)."""
     if client_disconnected:
         return Verdict(False, False)
-    if failure in ("connect", "reset", "timeout", "protocol"):
+    if failure in UPSTREAM_BROKEN:
         return Verdict(True, False)
     if status is None:
         return Verdict(False, False)

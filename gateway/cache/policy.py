@@ -72,6 +72,7 @@ from gateway.cache.store import (
 )
 from gateway.config import CacheSettings, GatewayConfig, RouteCache
 from gateway.context import Headers, RequestContext, Response
+from gateway.engine.failures import UPSTREAM_BROKEN
 from gateway.policy import Handler, Policy
 from gateway.problem import problem
 from gateway.store import Pending, Store, StoreBatch, StoreError
@@ -634,7 +635,7 @@ def _failure_kind(ctx: RequestContext, response: Response) -> str | None:
     """'disconnected' (no answer from the origin), 'error' (an origin 5xx), or None."""
     if ctx.breaker_rejected:
         return "disconnected"
-    if ctx.upstream is not None and ctx.upstream.failure in ("connect", "timeout", "reset", "protocol"):
+    if ctx.upstream is not None and ctx.upstream.failure in UPSTREAM_BROKEN:
         return "disconnected"
     if response.status in (500, 502, 503, 504):
         return "error"
@@ -642,7 +643,7 @@ def _failure_kind(ctx: RequestContext, response: Response) -> str | None:
 
 
 def _upstream_failed(ctx: RequestContext) -> bool:
-    return ctx.upstream is not None and ctx.upstream.failure is not None and ctx.upstream.failure != "status"
+    return ctx.upstream is not None and ctx.upstream.failure is not None
 
 
 def _discard(response: Response) -> None:

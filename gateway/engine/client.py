@@ -43,6 +43,7 @@ from httptools import (
 from mypy_extensions import mypyc_attr
 
 from gateway.engine.body import BodyStream
+from gateway.engine.failures import Failure
 from gateway.engine.wire import HOP_BY_HOP, LAST_CHUNK, Headers, chunk, connection_tokens
 
 MAX_RESPONSE_HEAD = 64 * 1024
@@ -51,7 +52,7 @@ MAX_RESPONSE_HEAD = 64 * 1024
 class UpstreamError(Exception):
     """An upstream exchange that produced no usable response; `kind` says why (see above)."""
 
-    def __init__(self, kind: str, reason: str, *, retryable: bool = False) -> None:
+    def __init__(self, kind: Failure, reason: str, *, retryable: bool = False) -> None:
         super().__init__(f"{kind}: {reason}")
         self.kind = kind
         self.reason = reason
@@ -171,7 +172,7 @@ class UpstreamConnection(asyncio.Protocol):
             if ex.until_eof and ex.head.done() and not ex.complete and exc is None and not ours:
                 self._finish(ex)
             else:
-                self._fail(ex, UpstreamError("reset", _lost_reason(exc), retryable=not ex.got_bytes
+                self._fail(ex, UpstreamError(Failure.RESET, _lost_reason(exc), retryable=not ex.got_bytes
                                              and self.uses > 0 and not ex.head.done()))
         self.pool.lost(self)
 
@@ -217,29 +218,29 @@ class UpstreamConnection(asyncio.Protocol):
                 self._after_end = True
             else:
                 self._fail(ex, cause if isinstance(cause, UpstreamError)
-                           else UpstreamError("protocol", str(cause or exc)))
+                           else UpstreamError(Failure.PROTOCOL, str(cause or exc)))
                 return
         except HttpParserUpgrade:
             if not ex.complete:
-                self._fail(ex, UpstreamError("protocol", "the upstream switched protocols unasked"))
+                self._fail(ex, UpstreamError(Failure.PROTOCOL, "the upstream switched protocols unasked"))
                 return
             self._after_end = True
         except HttpParserError as exc:
             if not ex.complete:
-                self._fail(ex, UpstreamError("protocol", f"invalid response: {exc}"))
+                self._fail(ex, UpstreamError(Failure.PROTOCOL, f"invalid response: {exc}"))
                 return
             self._after_end = True  # garbage after a complete response
         if ex.complete:
             self._finish(ex)
         elif head_pending and not ex.head.done() and self._head_bytes > MAX_RESPONSE_HEAD:
-            self._fail(ex, UpstreamError("protocol", f"response head over {MAX_RESPONSE_HEAD} bytes"))
+            self._fail(ex, UpstreamError(Failure.PROTOCOL, f"response head over {MAX_RESPONSE_HEAD} bytes"))
 
     # -- llhttp callbacks --------------------------------------------------------------------
     def on_message_begin(self) -> None:
         ex = self.exchange
         if ex is None or ex.complete:
             self._after_end = True  # a second response where one was asked for
-            raise UpstreamError("protocol", "bytes after the end of the response")
+            raise UpstreamError(Failure.PROTOCOL, "bytes after the end of the response")
         self._headers = []
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -250,7 +251,7 @@ class UpstreamConnection(asyncio.Protocol):
         # the head, and chunked trailers, which llhttp hands over here too).
         self._field_bytes += len(name) + len(value) + 4
         if self._field_bytes > MAX_RESPONSE_HEAD:
-            raise UpstreamError("protocol", f"response head over {MAX_RESPONSE_HEAD} bytes")
+            raise UpstreamError(Failure.PROTOCOL, f"response head over {MAX_RESPONSE_HEAD} bytes")
 
     def on_headers_complete(self) -> None:
         ex = self.exchange
@@ -258,7 +259,7 @@ class UpstreamConnection(asyncio.Protocol):
         status = self.parser.get_status_code()
         raw, self._headers = self._headers, []
         if not 100 <= status <= 599:
-            raise UpstreamError("protocol", f"status {status} is outside 100-599")
+            raise UpstreamError(Failure.PROTOCOL, f"status {status} is outside 100-599")
         # One pass: names to lower case, the framing fields read, the hop-by-hop ones left out
         # (the exchange's headers are the end-to-end ones; see wire.end_to_end).
         headers: Headers = []
@@ -272,7 +273,7 @@ class UpstreamConnection(asyncio.Protocol):
                 if name == b"transfer-encoding":
                     codings += 1
                     if value.strip().lower() != b"chunked" or codings > 1:
-                        raise UpstreamError("protocol", f"unsupported transfer coding {value[:40]!r}")
+                        raise UpstreamError(Failure.PROTOCOL, f"unsupported transfer coding {value[:40]!r}")
                     chunked = True
                 elif name == b"connection":
                     tokens = connection_tokens(value)
@@ -286,7 +287,7 @@ class UpstreamConnection(asyncio.Protocol):
             headers = [f for f in headers if f[0] not in named]
         if status < 200:
             if status == 101:
-                raise UpstreamError("protocol", "101 Switching Protocols without an upgrade request")
+                raise UpstreamError(Failure.PROTOCOL, "101 Switching Protocols without an upgrade request")
             self._interim = True
             if status == 103 and ex.on_interim is not None:
                 ex.on_interim(status, headers)
@@ -440,12 +441,12 @@ class UpstreamConnection(asyncio.Protocol):
         if self._timer_kind == "send":
             drain = self._drain
             if drain is not None and not drain.done():
-                drain.set_exception(UpstreamError("timeout", "the upstream stopped reading the request"))
+                drain.set_exception(UpstreamError(Failure.TIMEOUT, "the upstream stopped reading the request"))
             self.close()
             return
         if ex is not None:
             what = "no response" if not ex.head.done() else "the response body stalled"
-            self._fail(ex, UpstreamError("timeout", f"{what} within {self._timeout:g}s"))
+            self._fail(ex, UpstreamError(Failure.TIMEOUT, f"{what} within {self._timeout:g}s"))
 
     # -- backpressure from the reader of a streamed body ---------------------------------------
     def _pause_reading(self) -> None:
@@ -535,7 +536,7 @@ class TargetPool:
             if self.size < self.limit:
                 return await self._connect(connect_timeout)
             if len(self._waiters) >= self.max_pending:  # a bulkhead: refuse now, not queue on
-                raise UpstreamError("pool", f"{len(self._waiters)} requests already wait for a connection")
+                raise UpstreamError(Failure.POOL, f"{len(self._waiters)} requests already wait for a connection")
             handed = await self._wait()
             if handed is None or handed.closed:
                 continue  # a slot came free (or the handed connection died): look again
@@ -577,13 +578,13 @@ class TargetPool:
             return conn
         except TimeoutError:
             self._wake()
-            raise UpstreamError("connect", f"no connection within {within:g}s") from None
+            raise UpstreamError(Failure.CONNECT, f"no connection within {within:g}s") from None
         except ssl.SSLError as exc:
             self._wake()
-            raise UpstreamError("connect", f"TLS: {exc.reason or exc}") from None
+            raise UpstreamError(Failure.CONNECT, f"TLS: {exc.reason or exc}") from None
         except OSError as exc:
             self._wake()
-            raise UpstreamError("connect", exc.strerror or type(exc).__name__) from None
+            raise UpstreamError(Failure.CONNECT, exc.strerror or type(exc).__name__) from None
         except BaseException:
             self._wake()
             raise
@@ -638,7 +639,7 @@ class TargetPool:
 
 def _expire(waiter: asyncio.Future[UpstreamConnection | None], timeout: float) -> None:
     if not waiter.done():
-        waiter.set_exception(UpstreamError("pool", f"no free upstream connection within {timeout:g}s"))
+        waiter.set_exception(UpstreamError(Failure.POOL, f"no free upstream connection within {timeout:g}s"))
 
 
 async def send(pool: TargetPool, head: bytes, body: AsyncIterable[bytes] | None, *, chunked: bool,
@@ -673,7 +674,7 @@ async def send(pool: TargetPool, head: bytes, body: AsyncIterable[bytes] | None,
         if ex.head.done() and not ex.head.cancelled() and ex.head.exception() is None:
             return ex  # the upstream answered early, then closed: its answer stands
         _abandon(ex)
-        raise UpstreamError("reset", "the upstream closed the connection during the request") from None
+        raise UpstreamError(Failure.RESET, "the upstream closed the connection during the request") from None
     except BaseException:
         _abandon(ex)  # the client's body failed, or we were cancelled: never half-sent
         raise
