@@ -12,6 +12,8 @@ gateway's own Python per request, phase by phase:
     hotpath     + the hot path with no policies (checks, context, chain, response), no access log
     upstream    + the real upstream call (`--upstream URL`: an origin you run, e.g. nginx
                   `return 200`, on another core), still no access log
+    plugin-noop     + a plugin doing nothing in each phase (what the plugin machinery costs)
+    plugin-headers  + the `headers` plugin (two request edits, one response edit)
     accesslog   + the access log line
     ratelimit   + rate limiting (a real redis-server on an ephemeral port)
     all-miss    + cache and breaker, uncacheable response
@@ -118,8 +120,18 @@ async def drive(handler: Any, request: bytes, total: int, clients: int,
     return took / (total // clients * clients)
 
 
+# Plugin phases: (name, the plugins' config entries), measured over `hotpath` (no access log).
+PLUGIN_PHASES: dict[str, list[dict[str, Any]]] = {
+    "plugin-noop": [{"use": "noop_plugin:NoopPlugin"}],
+    "plugin-headers": [{"use": "headers", "config": {
+        "request": {"set": {"X-Consumer": "{consumer}"}, "remove": ["X-Debug"]},
+        "response": {"set": {"Cache-Control": "no-store"}}}}],
+}
+
+
 def gateway_config(redis_url: str | None, policies: tuple[str, ...], access_log: bool,
-                   upstream: str | None = None) -> dict[str, Any]:
+                   upstream: str | None = None,
+                   plugins: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     config: dict[str, Any] = {
         "services": {"bench": {"url": upstream or "http://127.0.0.1:9", "timeout": 10}},
         "routes": {"/api/bench": "bench"},
@@ -128,6 +140,7 @@ def gateway_config(redis_url: str | None, policies: tuple[str, ...], access_log:
         "cache": {"enabled": "cache" in policies},
         "circuit_breaker": {"enabled": "circuit_breaker" in policies},
         "logging": {"access_log": access_log, "level": "INFO", "format": "json"},
+        "plugins": plugins or [],
     }
     if redis_url:
         config["redis"] = {"url": redis_url}
@@ -170,6 +183,7 @@ async def run(args: argparse.Namespace) -> list[tuple[str, float, str]]:
     phases: list[tuple[str, tuple[str, ...], bool, str]] = [("hotpath", (), False, "nocache")]
     if args.upstream:
         phases.append(("upstream", (), False, "nocache"))
+    phases += [(name, (), False, "nocache") for name in PLUGIN_PHASES]
     phases += [
         ("accesslog", (), True, "nocache"),
         ("ratelimit", ("rate_limit",), True, "nocache"),
@@ -181,7 +195,8 @@ async def run(args: argparse.Namespace) -> list[tuple[str, float, str]]:
     for name, policies, access_log, path in phases:
         real = name == "upstream"
         app = GatewayApp(parse_config(gateway_config(redis_url, policies, access_log,
-                                                     args.upstream if real else None)))
+                                                     args.upstream if real else None,
+                                                     PLUGIN_PHASES.get(name))))
         devnull = open(os.devnull, "w")  # noqa: SIM115, ASYNC230 - closed below; /dev/null never blocks
         saved, sys.stderr = sys.stderr, devnull  # access-log lines go to stderr
         try:
@@ -207,7 +222,8 @@ def main() -> int:
     p.add_argument("--upstream", help="an origin URL for the `upstream` phase (e.g. nginx return 200)")
     p.add_argument("--profile", action="store_true", help="cProfile each phase")
     p.add_argument("--phases", nargs="+", metavar="NAME",
-                   help="a subset: engine hotpath upstream accesslog ratelimit all-miss all-hit")
+                   help="a subset: engine hotpath upstream plugin-noop plugin-headers accesslog "
+                        "ratelimit all-miss all-hit")
     args = p.parse_args()
     redis_proc = None
     tmp = tempfile.mkdtemp(prefix="gateway-inprocess-")
@@ -232,6 +248,7 @@ def main() -> int:
             terminate(redis_proc, 5)
         shutil.rmtree(tmp, ignore_errors=True)
     base = {"hotpath": "engine", "upstream": "hotpath", "accesslog": "hotpath",
+            **{name: "hotpath" for name in PLUGIN_PHASES},
             "ratelimit": "accesslog", "all-miss": "ratelimit", "all-hit": "accesslog"}
     measured = {name: per for name, per, _ in results}
     print("| phase | µs/req (process CPU) | over | step |")

@@ -398,6 +398,32 @@ class TracingSettings(Section):
         return None if value in (None, "") else _check_http_url(value)  # type: ignore[arg-type]
 
 
+class PluginSettings(Section):
+    """One plugin in the chain (gateway/plugins/, docs/plugins.md)."""
+
+    use: str = Field(description="a built-in name, an entry-point name or 'module:Class'")
+    config: dict[str, Any] = Field(default_factory=dict, description="validated by the plugin's Settings")
+    routes: list[str] | None = Field(None, description="route prefixes it applies to (default: all)")
+    at: Literal["first", "after_identity", "before_upstream"] | None = Field(
+        None, description="first: before identity; after_identity (default); before_upstream: "
+                          "after the breaker, next to the upstream call")
+
+    @model_validator(mode="after")
+    def _loads(self) -> PluginSettings:
+        # Import the class and validate `config` now, so a bad plugin is a config error that
+        # names the field (at start-up and in `gateway check-config`), never a failed request.
+        from gateway.plugins.loading import validate_settings
+
+        validate_settings(self.use, self.config)
+        return self
+
+    @property
+    def place(self) -> str:
+        from gateway.plugins.loading import plugin_class
+
+        return self.at or str(getattr(plugin_class(self.use), "default_at", "after_identity"))
+
+
 # -- the whole file ----------------------------------------------------------------------------
 class GatewayConfig(Section):
     services: dict[str, ServiceSettings]
@@ -417,6 +443,7 @@ class GatewayConfig(Section):
     proxy: ProxySettings = ProxySettings()
     logging: LoggingSettings = LoggingSettings()
     tracing: TracingSettings = TracingSettings()
+    plugins: list[PluginSettings] = Field(default_factory=list)
 
     @model_validator(mode="before")
     @classmethod
@@ -447,6 +474,11 @@ class GatewayConfig(Section):
 
     @model_validator(mode="after")
     def _references(self) -> GatewayConfig:
+        for i, plugin in enumerate(self.plugins):
+            for prefix in plugin.routes or ():
+                if prefix not in self.routes:
+                    raise ValueError(f"plugins.{i}.routes: {prefix!r} is not a configured route "
+                                     f"(known: {', '.join(sorted(self.routes)) or 'none'})")
         for prefix, route in self.routes.items():
             if route.service not in self.services:
                 raise ValueError(

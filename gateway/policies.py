@@ -1,28 +1,53 @@
-"""Which policies run, in which order: the one place the chain is composed."""
+"""Which policies run, in which order: the one place the chain is composed.
+
+    plugins at `first`                  (e.g. ip-restriction)
+    identity
+    plugins at `after_identity`         (the default place; e.g. headers)
+    rate limit -> cache -> circuit breaker
+    plugins at `before_upstream`
+    (the upstream call is the terminal)
+
+Plugins at one place keep the order of the config's `plugins:` list.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from gateway.breaker import CircuitBreakerPolicy
 from gateway.cache.policy import CachePolicy
 from gateway.identity import IdentityPolicy
-from gateway.policy import Policy
+from gateway.plugins.loading import build as build_plugin
+from gateway.policy import PolicyDeps
 from gateway.ratelimit.policy import RateLimitPolicy
 
 if TYPE_CHECKING:
     from gateway.runtime import Gateway
 
 
-def build(gateway: Gateway) -> list[Policy]:
-    """identify -> rate limit -> cache -> circuit breaker (the upstream call is the terminal)."""
+class Composition(NamedTuple):
+    policies: list[Any]
+    routes: dict[int, frozenset[str]]  # position -> the route prefixes a plugin is limited to
+
+
+def build(gateway: Gateway) -> Composition:
     config, store = gateway.config, gateway.store
     assert store is not None
-    policies: list[Policy] = [IdentityPolicy.from_config(config)]
+    deps = PolicyDeps(store=store, key_prefix=config.redis.key_prefix, replicas=gateway.replicas)
+    places: dict[str, list[tuple[Any, frozenset[str] | None]]] = {
+        "first": [], "after_identity": [], "before_upstream": []}
+    for plugin in config.plugins:
+        routes = frozenset(plugin.routes) if plugin.routes is not None else None
+        places[plugin.place].append((build_plugin(plugin.use, plugin.config, deps), routes))
+    built_in: list[Any] = []
     if config.rate_limit.enabled:
-        policies.append(RateLimitPolicy.from_config(config, store, replicas=gateway.replicas))
+        built_in.append(RateLimitPolicy.from_config(config, store, replicas=gateway.replicas))
     if config.cache.enabled:
-        policies.append(CachePolicy.from_config(config, store))
+        built_in.append(CachePolicy.from_config(config, store))
     if config.circuit_breaker.enabled or any(s.circuit_breaker for s in config.services.values()):
-        policies.append(CircuitBreakerPolicy.from_config(config, store))
-    return policies
+        built_in.append(CircuitBreakerPolicy.from_config(config, store))
+    ordered: list[tuple[Any, frozenset[str] | None]] = [
+        *places["first"], (IdentityPolicy.from_config(config), None), *places["after_identity"],
+        *((p, None) for p in built_in), *places["before_upstream"]]
+    return Composition([p for p, _ in ordered],
+                       {i: routes for i, (_, routes) in enumerate(ordered) if routes is not None})

@@ -15,18 +15,24 @@ each optional; the chain owns the lifecycle and keeps what each policy staged:
 
 A policy stops a request by returning a response, never by raising through the others. A phase
 a policy does not implement costs nothing per request: the chain links only the `handle`s that
-exist. The order is data, composed once at start-up, the way Starlette builds its middleware
-stack.
+exist. A policy may be limited to some routes (a plugin's `routes:`): elsewhere none of its
+phases run. The order is data, composed once at start-up, the way Starlette builds its
+middleware stack. Plugins use the same phases (gateway/plugins/, docs/plugins.md).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from gateway.context import RequestContext, Response
 from gateway.store import Store, StoreBatch
+
+if TYPE_CHECKING:
+    from gateway.replicas import ReplicaRegistry
 
 log = logging.getLogger("gateway.policy")
 
@@ -52,9 +58,28 @@ class Policy:
         return None
 
 
+@dataclass(frozen=True)
+class PolicyDeps:
+    """What a policy may use besides its own settings (never the whole gateway)."""
+
+    store: Store  # Redis (single, Cluster, Sentinel) or the embedded store
+    key_prefix: str = "gw"  # every Redis key of this gateway starts with it
+    replicas: ReplicaRegistry | None = None  # live replicas of the cluster
+    clock: Callable[[], float] = field(default=time.monotonic)
+
+
+# The staged value of a policy on a route it does not apply to: none of its phases run.
+_OUT_OF_SCOPE: Any = object()
+
+
+def _stage_nothing(ctx: RequestContext, batch: StoreBatch) -> None:
+    return None
+
+
 def implements(policy: object, phase: str) -> bool:
-    """Whether `policy` has its own `phase` (not absent, not the base class's no-op)."""
-    method = getattr(type(policy), phase, None)
+    """Whether `policy` (or a policy class) has its own `phase` (not absent, not the base
+    class's no-op)."""
+    method = getattr(policy if isinstance(policy, type) else type(policy), phase, None)
     return method is not None and method is not getattr(Policy, phase)
 
 
@@ -75,7 +100,10 @@ class _Link:
         self.call_next = call_next
 
     def __call__(self, ctx: RequestContext) -> Awaitable[Response]:
-        return self.handle(ctx, ctx.staged[self.index], self.call_next)
+        staged = ctx.staged[self.index]
+        if staged is _OUT_OF_SCOPE:
+            return self.call_next(ctx)
+        return self.handle(ctx, staged, self.call_next)
 
     async def after(self, ctx: RequestContext, response: Response) -> None:
         await self.chain.after(ctx, response, start=self.index)
@@ -101,11 +129,15 @@ class _Terminal:
 class PolicyChain:
     """Runs `policies` in order around `terminal` (the upstream call)."""
 
-    def __init__(self, policies: Sequence[Any], terminal: Handler, store: Store) -> None:
+    def __init__(self, policies: Sequence[Any], terminal: Handler, store: Store,
+                 routes: Mapping[int, frozenset[str]] | None = None) -> None:
+        """`routes`: for the policies (by position) that apply to some route prefixes only."""
         self.policies = list(policies)
         self.store = store
         self.terminal = terminal
-        self._stages = [(i, p.stage) for i, p in enumerate(self.policies) if implements(p, "stage")]
+        scopes = dict(routes or {})
+        self._stages = [(i, p.stage if implements(p, "stage") else _stage_nothing, scopes.get(i))
+                        for i, p in enumerate(self.policies) if implements(p, "stage") or i in scopes]
         self._afters = [(i, p) for i, p in enumerate(self.policies) if implements(p, "after")]
         self._afters.reverse()  # innermost first
         self._entry = self.link(terminal)
@@ -127,7 +159,10 @@ class PolicyChain:
         staged: list[Any] = [None] * len(self.policies)
         ctx.staged = staged
         batch = self.store.batch()
-        for index, stage in self._stages:
+        for index, stage, scope in self._stages:
+            if scope is not None and ctx.route.prefix not in scope:
+                staged[index] = _OUT_OF_SCOPE
+                continue
             value = stage(ctx, batch)
             if isinstance(value, Response):
                 ctx.staged_through = index + 1
@@ -143,7 +178,7 @@ class PolicyChain:
         staged = ctx.staged
         through = ctx.staged_through
         for index, policy in self._afters:
-            if index >= through or index < start:
+            if index >= through or index < start or staged[index] is _OUT_OF_SCOPE:
                 continue
             try:
                 await policy.after(ctx, staged[index], response)

@@ -10,7 +10,7 @@ import logging
 import os
 import socket
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway import __version__
 from gateway.config import GatewayConfig
@@ -19,6 +19,9 @@ from gateway.health import HealthMonitor
 from gateway.hotpath import HotPath
 from gateway.logs import AccessLog
 from gateway.policy import Policy, PolicyChain
+
+if TYPE_CHECKING:
+    from gateway.policies import Composition
 from gateway.replicas import ReplicaRegistry
 from gateway.routing import RouteTable
 from gateway.stats import RequestStats
@@ -44,8 +47,9 @@ def make_store(config: GatewayConfig) -> Store:
                        probe_interval=settings.probe_interval)
 
 
-def build_policies(gateway: Gateway) -> list[Policy]:
-    """The policy chain, in order: identify -> rate limit -> cache -> circuit breaker."""
+def build_policies(gateway: Gateway) -> Composition:
+    """The policy chain, in order (gateway/policies.py): plugins at `first`, identify, plugins,
+    rate limit, cache, circuit breaker, plugins at `before_upstream`."""
     from gateway.policies import build
 
     return build(gateway)
@@ -87,14 +91,15 @@ class Gateway:
         self.replicas = ReplicaRegistry(self.store, self.config, self.replica_id)
         await self.replicas.start()
         self.telemetry = Telemetry(self)
-        chain_policies = build_policies(self)
+        composition = build_policies(self)
+        chain_policies = composition.policies
         self.policies = {p.name: p for p in chain_policies}
         for policy in chain_policies:
             start = getattr(policy, "start", None)
             if start is not None:
                 await start()
         await self.telemetry.start(self.store)
-        chain = PolicyChain(chain_policies, self.upstream, self.store)
+        chain = PolicyChain(chain_policies, self.upstream, self.store, routes=composition.routes)
         proxy = self.config.proxy
         self.hotpath = HotPath(
             chain,

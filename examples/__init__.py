@@ -1,0 +1,1 @@
+"""Example plugins (docs/plugins.md)."""
