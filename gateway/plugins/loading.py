@@ -1,6 +1,6 @@
 """Finding a plugin's class, validating its settings, building it: once, at start-up.
 
-`use:` is a built-in name (`headers`, `ip-restriction`), a name registered by an installed
+`use:` is a built-in name (`cors`, `headers`, `ip-restriction`), a name registered by an installed
 package under the `pygateway.plugins` entry-point group, or an import path `module:Class`. The
 class is checked when the config is read (`gateway check-config` too): it must have the phases
 it claims, and `config:` must validate against its `Settings` (errors name the field, as the
@@ -30,10 +30,11 @@ class NoSettings(BaseModel):
 
 
 def built_in() -> dict[str, type]:
+    from gateway.plugins.cors import Cors
     from gateway.plugins.headers import HeaderTransform
     from gateway.plugins.ip_restriction import IpRestriction
 
-    return {"headers": HeaderTransform, "ip-restriction": IpRestriction}
+    return {"cors": Cors, "headers": HeaderTransform, "ip-restriction": IpRestriction}
 
 
 def plugin_class(use: str) -> type:
