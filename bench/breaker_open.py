@@ -17,7 +17,7 @@ measures again: the replica answers from its local breaker, seeded from the shar
 Last, the policy alone, in this process (`PolicyChain` on the same redis-server, no HTTP):
 how long the breaker's own decision takes, the part of an answer this package owns.
 
-The gateway must have the breaker in its chain (gateway/policies.py); the script says so if not.
+The gateway must have the breaker in its chain (gateway/composition.py); the script says so if not.
 """
 
 from __future__ import annotations
@@ -180,7 +180,7 @@ def main() -> int:
         wait_until(lambda: get(base + "/ready")[0] == 200, 30, "gateway")
         metrics = json.loads(get(base + "/metrics")[2])
         if not metrics.get("circuit_breakers"):
-            print("the circuit breaker is not in the gateway's chain (gateway/policies.py)")
+            print("the circuit breaker is not in the gateway's chain (gateway/composition.py)")
             return 2
 
         trips = [get(base + PATH)[0] for _ in range(3)]

@@ -714,7 +714,7 @@ def policy_check(s: Scenario, result: ScenarioResult, headers: dict[str, str]) -
     calls = result.median(lambda r: sum(r.redis_calls.values()) / max(r.wrk.requests, 1))
     if not calls:
         result.notes.append("no Redis commands per request: the policies seem not to be wired into "
-                            "the gateway yet (gateway/policies.py build() returns no policy?)")
+                            "the gateway yet (gateway/composition.py build() returns no policy?)")
     if "rate_limit" in s.policies and not any(h.startswith(("ratelimit", "x-ratelimit")) for h in headers):
         result.notes.append("no RateLimit-* / X-RateLimit-* response header seen")
     if s.name == "all-hit":

@@ -8,7 +8,7 @@ The whole flow of a proxied request is in `HotPath.__call__`:
     build the RequestContext (request id, X-Forwarded-*, client ip)
     PolicyChain: identify -> rate limit -> cache -> breaker -> upstream   (one Redis round trip)
     send the response (streaming), then the policies' `after` phase (record outcomes, store cache)
-    statistics (plain counters, gateway/stats.py), access log, the span (when exported)
+    statistics (plain counters, gateway/stats.py), the access-log line (gateway/logs.py), the span
 """
 
 from __future__ import annotations
@@ -120,7 +120,8 @@ class HotPath:
             self._send_whole(conn, early, rid, route.service, started)
             elapsed = time.perf_counter() - started
             self.stats.record(route, method, early.status, elapsed, None)
-            self._log(rid, method, path, route, early.status, elapsed, None)
+            if self.access_log is not None:
+                self.access_log.proxied(rid, method, path, route, early.status, elapsed, None)
             return
 
         scheme = request.scheme
@@ -148,7 +149,8 @@ class HotPath:
         elapsed = time.perf_counter() - started  # until the last byte went out
         await self.chain.after(ctx, response)  # each policy's `after` (outcomes, cache stores)
         self.stats.record(route, method, response.status, elapsed, ctx)
-        self._log(rid, method, ctx.path, route, response.status, elapsed, ctx)
+        if self.access_log is not None:
+            self.access_log.proxied(rid, method, ctx.path, route, response.status, elapsed, ctx)
         if self.spans is not None and trace is not None and trace.sampled:
             self.spans.record(ctx, trace, response.status, elapsed)
 
@@ -226,31 +228,3 @@ class HotPath:
         finally:
             if response.close is not None:
                 response.close()
-
-    def _log(self, rid: str, method: str, path: str, route: Route, status: int, elapsed: float,
-             ctx: RequestContext | None) -> None:
-        """One access-log line. Only these fields: never a header, the query string or a body,
-        so API keys, Authorization and cookies cannot reach the log."""
-        access_log = self.access_log
-        if access_log is None:
-            return
-        duration_ms = round(elapsed * 1000, 2)
-        if ctx is None:  # answered before a context existed (400/405/413/501)
-            access_log.request(rid, None, method, path, route.prefix, route.service, status,
-                               duration_ms, duration_ms, None, None, None, None, None, None, None,
-                               None)
-            return
-        upstream = ctx.upstream
-        consumer = ctx.consumer
-        trace = ctx.trace
-        if upstream is not None:
-            upstream_ms: float | None = round(upstream.duration * 1000, 2)
-            gateway_ms = round(max(0.0, duration_ms - upstream.duration * 1000), 2)
-            upstream_status, upstream_failure = upstream.status, upstream.failure
-        else:
-            upstream_ms, gateway_ms, upstream_status, upstream_failure = None, duration_ms, None, None
-        access_log.request(
-            rid, trace.trace_id if trace is not None else None, method, path, route.prefix,
-            route.service, status, duration_ms, gateway_ms, upstream_ms, upstream_status,
-            upstream_failure, consumer.id if consumer is not None else None, ctx.client_ip,
-            ctx.cache_status, ctx.breaker_state, ctx.rate_limit_remaining, ctx.client_disconnected)

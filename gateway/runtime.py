@@ -21,7 +21,7 @@ from gateway.logs import AccessLog
 from gateway.policy import Policy, PolicyChain
 
 if TYPE_CHECKING:
-    from gateway.policies import Composition
+    from gateway.composition import Composition
 from gateway.replicas import ReplicaRegistry
 from gateway.routing import RouteTable
 from gateway.stats import RequestStats
@@ -48,9 +48,9 @@ def make_store(config: GatewayConfig) -> Store:
 
 
 def build_policies(gateway: Gateway) -> Composition:
-    """The policy chain, in order (gateway/policies.py): plugins at `first`, identify, plugins,
+    """The policy chain, in order (gateway/composition.py): plugins at `first`, identify, plugins,
     rate limit, cache, circuit breaker, plugins at `before_upstream`."""
-    from gateway.policies import build
+    from gateway.composition import build
 
     return build(gateway)
 

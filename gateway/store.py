@@ -35,7 +35,7 @@ from redis.exceptions import (
     ResponseError,
 )
 
-from gateway.resp import RespPool
+from gateway.redis_lane import RespPool
 
 log = logging.getLogger("gateway.store")
 
@@ -176,7 +176,7 @@ class Store:
         self._flush_scheduled = False
         self._flushes: set[asyncio.Future[None]] = set()
         self._observers: list[Callable[[float | None, str | None], None]] = []
-        self.resp: RespPool | None = None  # set for plain redis:// stores (see gateway/resp.py)
+        self.resp: RespPool | None = None  # set for plain redis:// stores (see gateway/redis_lane.py)
 
     # -- scripts -------------------------------------------------------------------------
     def script(self, name: str) -> LuaScript:

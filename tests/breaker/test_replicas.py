@@ -62,7 +62,7 @@ def cluster() -> Iterator[Cluster]:
             made = Cluster(redis, orders, gateways)
             metrics = httpx.get(gateways[0].url + "/metrics", timeout=10).json()
             if not metrics.get("circuit_breakers"):
-                pytest.skip("the circuit breaker is not in the gateway's chain (gateway/policies.py)")
+                pytest.skip("the circuit breaker is not in the gateway's chain (gateway/composition.py)")
             yield made
         finally:
             for g in gateways:

@@ -40,7 +40,7 @@ def cluster() -> Iterator[tuple[Gateways, Services]]:
         )
         gateways = Gateways(config, replicas=3)
         if not gateways.wired("cache"):
-            pytest.skip("the core does not run CachePolicy in its chain yet (gateway/policies.py)")
+            pytest.skip("the core does not run CachePolicy in its chain yet (gateway/composition.py)")
         yield gateways, services
     finally:
         if gateways is not None:

@@ -53,7 +53,7 @@ def gateways(services: Services, store: SharedStore) -> Iterator[Gateways]:
 
 def require(gateways: Gateways, policy: str) -> None:
     if not gateways.wired(policy):
-        pytest.xfail(f"{policy} is not in the gateway's chain yet (gateway/policies.py)")
+        pytest.xfail(f"{policy} is not in the gateway's chain yet (gateway/composition.py)")
 
 
 def statuses(responses: list[httpx.Response]) -> list[int]:

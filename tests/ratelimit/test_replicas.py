@@ -81,7 +81,7 @@ def start_cluster(redis: RedisServer, users: MockService, **rate_limit: Any) -> 
     if not cluster.metrics(0):
         for g in gateways:
             g.stop()
-        pytest.skip("the rate limiter is not in the gateway's chain (gateway/policies.py)")
+        pytest.skip("the rate limiter is not in the gateway's chain (gateway/composition.py)")
     cluster.wait_for_live(3)
     return cluster
 
