@@ -32,6 +32,7 @@ class Consumer:
     tier: str
     authenticated: bool
     rate_key: str  # what rate-limit counters are keyed on: consumer id, or client IP if anonymous
+    admin: bool = False  # presented an admin key (`auth.admin_keys_sha256`): may PURGE
 
 
 @dataclass(slots=True)

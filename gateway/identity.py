@@ -13,6 +13,11 @@ resolved ones (`X-User-ID` is omitted for anonymous callers), so backends can tr
 not forwarded: backends get the identity, never the secret. A non-Bearer `Authorization`
 (e.g. Basic) is not ours and passes through untouched.
 
+An admin key (`auth.admin_keys_sha256`) is not a consumer: with `PURGE` (in either mode) it
+makes the caller `ADMIN` (`Consumer.admin`), on its own rate-limit quota; any other method with
+it is a 401. `admin_required` is the one admin check (PURGE on the hot path, the control plane's
+`POST /admin/cache/purge`).
+
 `auth.mode: headers` keeps the seed's behaviour and trusts `X-User-ID` / `X-User-Tier` as sent
 (an unknown tier means `default`). It is safe only behind a trusted proxy that authenticates
 callers and overwrites those headers; anyone reaching the gateway directly can pick a tier.
@@ -44,6 +49,45 @@ _CHALLENGE = (b"www-authenticate", b'Bearer realm="gateway", error="invalid_toke
 def key_digest(key: str | bytes) -> str:
     """The SHA-256 hex digest of an API key, as written in `auth.consumers[].key_sha256`."""
     return hashlib.sha256(key.encode() if isinstance(key, str) else key).hexdigest()
+
+
+def presented_key(headers: Iterable[tuple[bytes, bytes]]) -> bytes | None:
+    """The key in `X-API-Key` (first) or `Authorization: Bearer`, or None."""
+    bearer = None
+    for name, value in headers:
+        if name == _X_API_KEY:
+            return value.strip()
+        if name == _AUTHORIZATION and bearer is None:
+            scheme, _, token = value.strip().partition(b" ")
+            if scheme.lower() == b"bearer":
+                bearer = token.strip()
+    return bearer
+
+
+# An admin key is not a consumer: it may only PURGE, on its own rate-limit quota.
+ADMIN = Consumer(id="admin", tier=DEFAULT_TIER, authenticated=True, rate_key="admin", admin=True)
+_SOMEONE = Consumer(id="", tier=DEFAULT_TIER, authenticated=True, rate_key="", admin=False)
+
+
+def admin_from_headers(config: GatewayConfig, headers: Iterable[tuple[bytes, bytes]]) -> Consumer | None:
+    """For the control plane: ADMIN for an admin key, a non-admin for any other key, None
+    without a key (then `admin_required` says 401, 403, or nothing)."""
+    key = presented_key(headers)
+    if not key:
+        return None
+    return ADMIN if admin_key_matches(config, key) else _SOMEONE
+
+
+def admin_required(consumer: Consumer | None) -> Response | None:
+    """None for an admin; else the 401 (no key) or 403 (a key that is not an admin's) problem.
+    The one admin check: PURGE on the hot path and `POST /admin/cache/purge` both use it."""
+    if consumer is not None and consumer.admin:
+        return None
+    if consumer is None or not consumer.authenticated:
+        return problem(401, "purging the cache needs an admin key (X-API-Key or Authorization: Bearer)",
+                       kind="admin-key-required",
+                       headers=[(b"www-authenticate", b'Bearer realm="gateway-admin"')])
+    return problem(403, "this key may not purge the cache", kind="not-an-admin-key")
 
 
 def admin_key_matches(config: GatewayConfig, presented: str | bytes | None) -> bool:
@@ -95,8 +139,14 @@ class IdentityPolicy(Policy):
 
     def stage(self, ctx: RequestContext, batch: StoreBatch) -> Response | None:
         if self.mode == "headers":
+            if ctx.method == "PURGE" and self._is_admin(presented_key(ctx.headers)):
+                ctx.consumer = ADMIN
+                return None
             return self._from_headers(ctx)
         return self._from_key(ctx)
+
+    def _is_admin(self, key: bytes | None) -> bool:
+        return bool(key) and bool(self._admin_digests) and key_digest(key) in self._admin_digests  # type: ignore[arg-type]
 
     async def metrics(self) -> dict[str, object]:
         return {"mode": self.mode, "consumers": len(self._by_digest)}
@@ -131,12 +181,8 @@ class IdentityPolicy(Policy):
             consumer = anonymous(ctx.client_ip)
         else:
             found = self._by_digest.get(key_digest(key)) if key else None
-            if found is None and ctx.method == "PURGE" and self._admin_digests and \
-                    key_digest(key) in self._admin_digests:
-                # An admin key is not a consumer: let PURGE through (the cache checks the key
-                # again), counted on the admin's own quota, not on the anonymous one.
-                ctx.consumer = Consumer(id="admin", tier="default", authenticated=True,
-                                        rate_key="admin")
+            if found is None and ctx.method == "PURGE" and self._is_admin(key):
+                ctx.consumer = ADMIN  # the cache lets it purge (admin_required)
                 return None
             if found is None:
                 return problem(

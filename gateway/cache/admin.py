@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from gateway.identity import admin_from_headers, admin_required
 from gateway.problem import problem_body
 from gateway.store import StoreError
 
@@ -56,7 +57,7 @@ async def purge(request: Request) -> Response:
     policy = gateway.policies.get("cache") if gateway is not None else None
     if policy is None:
         return _problem(503, "the cache is not running", kind="cache-disabled")
-    refused = policy.admin_allowed(list(request.scope.get("headers") or []))
+    refused = admin_required(admin_from_headers(gateway.config, list(request.scope.get("headers") or [])))
     if refused is not None:
         return Response(refused.body, status_code=refused.status, media_type="application/problem+json",
                         headers={k.decode(): v.decode() for k, v in refused.headers if k != b"content-type"})

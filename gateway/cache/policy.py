@@ -33,7 +33,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -73,6 +73,7 @@ from gateway.cache.store import (
 from gateway.config import CacheSettings, GatewayConfig, RouteCache
 from gateway.context import Headers, RequestContext, Response
 from gateway.engine.failures import UPSTREAM_BROKEN
+from gateway.identity import admin_required
 from gateway.policy import Handler, Policy
 from gateway.problem import problem
 from gateway.store import Pending, Store, StoreBatch, StoreError
@@ -209,19 +210,6 @@ def request_url(ctx: RequestContext) -> str:
     return url
 
 
-def presented_admin_key(headers: Headers) -> bytes | None:
-    """The key in `X-API-Key` or `Authorization: Bearer`, or None."""
-    for name, value in headers:
-        if name == b"x-api-key":
-            return value.strip()
-    for name, value in headers:
-        if name == b"authorization":
-            scheme, _, token = value.strip().partition(b" ")
-            if scheme.lower() == b"bearer":
-                return token.strip()
-    return None
-
-
 class CachePolicy(Policy):
     """The shared response cache (see the module docstring)."""
 
@@ -234,7 +222,6 @@ class CachePolicy(Policy):
         *,
         key_prefix: str = "gw",
         routes: Mapping[str, RouteCache] | None = None,
-        admin_check: Callable[[bytes | None], bool] | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -249,17 +236,13 @@ class CachePolicy(Policy):
             for prefix, rc in (routes or {}).items()
         }
         self._default_plan = RouteCachePlan(settings.enabled, settings.ttl)
-        self._admin_check = admin_check or (lambda key: False)
         self._tasks: set[asyncio.Task[Any]] = set()
 
     @classmethod
     def from_config(cls, config: GatewayConfig, store: Store, **deps: Any) -> CachePolicy:
-        from gateway.identity import admin_key_matches
-
         return cls(
             config.cache, store, key_prefix=config.redis.key_prefix,
             routes={prefix: route.cache for prefix, route in config.routes.items()},
-            admin_check=lambda key: admin_key_matches(config, key),
         )
 
     async def start(self) -> None:
@@ -272,18 +255,6 @@ class CachePolicy(Policy):
 
     def plan(self, route_prefix: str) -> RouteCachePlan:
         return self._plans.get(route_prefix, self._default_plan)
-
-    # -- admin ---------------------------------------------------------------------------
-    def admin_allowed(self, headers: Headers) -> Response | None:
-        """None when the request carries an admin key, else the 401 / 403 problem."""
-        key = presented_admin_key(headers)
-        if not key:
-            return problem(401, "purging the cache needs an admin key (X-API-Key or Authorization: Bearer)",
-                           kind="admin-key-required",
-                           headers=[(b"www-authenticate", b'Bearer realm="gateway-admin"')])
-        if not self._admin_check(key):
-            return problem(403, "this key may not purge the cache", kind="not-an-admin-key")
-        return None
 
     async def purge(self, *, url: str | None = None, prefix: str | None = None) -> int:
         """Delete a URL's stored responses, or every URL under a prefix. Raises StoreError."""
@@ -313,7 +284,7 @@ class CachePolicy(Policy):
             return None
         method = ctx.method
         if method == "PURGE":
-            refused = self.admin_allowed(ctx.client_headers or ctx.headers)
+            refused = admin_required(ctx.consumer)  # identity marks an admin key's caller
             if refused is not None:
                 return refused
             return _Purge(request_url(ctx))

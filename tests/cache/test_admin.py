@@ -18,10 +18,10 @@ KEY = {"x-api-key": ADMIN_KEY}
 
 
 @pytest.fixture
-async def client(policy: CachePolicy) -> Any:
+async def client(policy: CachePolicy, config) -> Any:  # type: ignore[no-untyped-def]
     app = FastAPI()
     app.include_router(router)
-    app.state.gateway = SimpleNamespace(policies={"cache": policy})
+    app.state.gateway = SimpleNamespace(policies={"cache": policy}, config=config)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as c:
         yield c
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import hashlib
 
 import pytest
 
 from gateway.cache.policy import CachePolicy
 from gateway.context import Consumer
+from gateway.identity import IdentityPolicy
 from gateway.policy import PolicyChain
 from gateway.store import Store, StoreUnavailable
 from tests.cache.conftest import ADMIN_KEY, Origin, Reply, cache_config, make_ctx, send
@@ -406,21 +408,32 @@ async def test_store_down_bypasses(policy: CachePolicy, store: Store, config) ->
 @pytest.mark.parametrize(
     ("headers", "status"),
     [
-        ([], 401),
-        ([(b"x-api-key", b"wrong")], 403),
+        ([], 401),  # no key: admin-key-required
+        ([(b"x-api-key", b"wrong")], 401),  # identity: not a valid key at all
+        ([(b"x-api-key", b"consumer-key")], 403),  # a consumer's key is not an admin's
         ([(b"x-api-key", ADMIN_KEY.encode())], 200),
         ([(b"authorization", b"Bearer " + ADMIN_KEY.encode())], 200),
     ],
 )
-async def test_purge_method(policy: CachePolicy, store: Store, config, headers, status: int) -> None:  # type: ignore[no-untyped-def]
+async def test_purge_method(policy: CachePolicy, store: Store, headers, status: int) -> None:  # type: ignore[no-untyped-def]
+    # Identity decides who may purge (an admin key marks the caller admin), the cache obeys.
+    config = cache_config(auth={
+        "admin_keys_sha256": [hashlib.sha256(ADMIN_KEY.encode()).hexdigest()],
+        "consumers": [{"id": "c1", "tier": "default",
+                       "key_sha256": hashlib.sha256(b"consumer-key").hexdigest()}]})
+    identity = IdentityPolicy.from_config(config)
     origin = Origin(reply("max-age=60"))
-    await send(policy, store, make_ctx(config), origin)
-    r = await send(policy, store, make_ctx(config, method="PURGE", headers=headers), origin)
+
+    async def through(ctx):  # type: ignore[no-untyped-def]
+        return await drive([identity, policy], store, ctx, origin)
+
+    await through(make_ctx(config))
+    r = await through(make_ctx(config, method="PURGE", headers=headers))
     assert r.status == status
     if status != 200:
         assert r.header("content-type") == "application/problem+json"
-    after = await send(policy, store, make_ctx(config), origin)
-    assert after.x_cache == ("MISS" if status == 200 else "HIT")
+    after = await through(make_ctx(config))
+    assert after.header("x-cache") == ("MISS" if status == 200 else "HIT")
     assert origin.calls == (2 if status == 200 else 1)
 
 
