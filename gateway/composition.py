@@ -12,17 +12,17 @@ Plugins at one place keep the order of the config's `plugins:` list.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 from gateway.breaker import CircuitBreakerPolicy
 from gateway.cache.policy import CachePolicy
+from gateway.config import GatewayConfig
 from gateway.identity import IdentityPolicy
 from gateway.plugins.loading import build as build_plugin
 from gateway.policy import PolicyDeps
 from gateway.ratelimit.policy import RateLimitPolicy
-
-if TYPE_CHECKING:
-    from gateway.runtime import Gateway
+from gateway.replicas import ReplicaRegistry
+from gateway.store import Store
 
 
 class Composition(NamedTuple):
@@ -30,10 +30,9 @@ class Composition(NamedTuple):
     routes: dict[int, frozenset[str]]  # position -> the route prefixes a plugin is limited to
 
 
-def build(gateway: Gateway) -> Composition:
-    config, store = gateway.config, gateway.store
-    assert store is not None
-    deps = PolicyDeps(store=store, key_prefix=config.redis.key_prefix, replicas=gateway.replicas)
+def build(config: GatewayConfig, store: Store, replicas: ReplicaRegistry | None) -> Composition:
+    """The chain's policies, from the config and the few things they share (never the gateway)."""
+    deps = PolicyDeps(store=store, key_prefix=config.redis.key_prefix, replicas=replicas)
     places: dict[str, list[tuple[Any, frozenset[str] | None]]] = {
         "first": [], "after_identity": [], "before_upstream": []}
     for plugin in config.plugins:
@@ -41,7 +40,7 @@ def build(gateway: Gateway) -> Composition:
         places[plugin.place].append((build_plugin(plugin.use, plugin.config, deps), routes))
     built_in: list[Any] = []
     if config.rate_limit.enabled:
-        built_in.append(RateLimitPolicy.from_config(config, store, replicas=gateway.replicas))
+        built_in.append(RateLimitPolicy.from_config(config, store, replicas=replicas))
     if config.cache.enabled:
         built_in.append(CachePolicy.from_config(config, store))
     if config.circuit_breaker.enabled or any(s.circuit_breaker for s in config.services.values()):

@@ -10,18 +10,16 @@ import logging
 import os
 import socket
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from gateway import __version__
+from gateway.composition import build as build_policies
 from gateway.config import GatewayConfig
 from gateway.forwarding import TrustedProxies
 from gateway.health import HealthMonitor
 from gateway.hotpath import HotPath
 from gateway.logs import AccessLog
 from gateway.policy import Policy, PolicyChain
-
-if TYPE_CHECKING:
-    from gateway.composition import Composition
 from gateway.replicas import ReplicaRegistry
 from gateway.routing import RouteTable
 from gateway.stats import RequestStats
@@ -45,14 +43,6 @@ def make_store(config: GatewayConfig) -> Store:
     return redis_store(settings.url, timeout=settings.timeout,
                        connect_timeout=settings.connect_timeout,
                        probe_interval=settings.probe_interval)
-
-
-def build_policies(gateway: Gateway) -> Composition:
-    """The policy chain, in order (gateway/composition.py): plugins at `first`, identify, plugins,
-    rate limit, cache, circuit breaker, plugins at `before_upstream`."""
-    from gateway.composition import build
-
-    return build(gateway)
 
 
 class Gateway:
@@ -91,7 +81,7 @@ class Gateway:
         self.replicas = ReplicaRegistry(self.store, self.config, self.replica_id)
         await self.replicas.start()
         self.telemetry = Telemetry(self)
-        composition = build_policies(self)
+        composition = build_policies(self.config, self.store, self.replicas)
         chain_policies = composition.policies
         self.policies = {p.name: p for p in chain_policies}
         for policy in chain_policies:

@@ -12,7 +12,7 @@ import random
 import re
 from typing import NamedTuple
 
-from gateway.context import Headers
+from gateway.engine.wire import Headers
 
 _PARENT = re.compile(rb"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
 _ZERO_TRACE = b"0" * 32
