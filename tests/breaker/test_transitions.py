@@ -45,8 +45,13 @@ async def test_a_success_resets_the_consecutive_count(make_replica):
     for how in (500, 500, "ok", 500, 500, "ok", 500, 500):
         gw.upstream.set(ORDERS, how)
         await gw.request()
-    response, _ = await gw.request()
-    assert response.status != 503
+    # Never three failures in a row (the threshold) so far: still closed, this one goes through.
+    response, ctx = await gw.request()
+    assert response.status == 500 and ctx.breaker_state == "closed"
+    assert gw.upstream.count(ORDERS) == 9
+    # That was the third in a row: open, the next is refused without an upstream attempt.
+    refused, _ = await gw.request()
+    assert refused.status == 503 and gw.upstream.count(ORDERS) == 9
 
 
 async def test_what_counts_as_failure(make_replica):

@@ -174,18 +174,30 @@ async def test_method_not_allowed_where_route_restricts(gw: httpx.AsyncClient) -
     assert resp.json()["status"] == 405
 
 
-async def test_body_over_limit_is_413(gw: httpx.AsyncClient) -> None:
-    resp = await gw.post("/api/users/_mock/echo", content=b"x" * 1_000_001)
-    assert resp.status_code == 413
+async def test_body_over_limit_is_413_and_the_backend_sees_nothing(gw: httpx.AsyncClient, users_url: str) -> None:
+    async with httpx.AsyncClient(base_url=users_url, timeout=10) as direct:
+        assert (await direct.delete("/_mock/stats")).status_code == 204
+        resp = await gw.post("/api/users", content=b"x" * 1_000_001,
+                             headers={"content-type": "application/json"})
+        assert resp.status_code == 413 and resp.json()["status"] == 413
+        # Refused on its Content-Length: not one byte of it went upstream.
+        assert (await direct.get("/_mock/stats")).json()["requests"] == 0
 
 
-async def test_chunked_body_over_limit_is_413(gw: httpx.AsyncClient) -> None:
+async def test_chunked_body_over_limit_is_413_and_nothing_is_processed(gw: httpx.AsyncClient) -> None:
+    before = (await gw.get("/api/users", params={"per_page": 1})).json()["total"]
+
     async def chunks() -> AsyncIterator[bytes]:
+        yield b'{"name": "big", "email": "big@example.com", "pad": "'
         for _ in range(20):
             yield b"y" * 100_000
+        yield b'"}'
 
-    resp = await gw.post("/api/users/_mock/echo", content=chunks())
+    resp = await gw.post("/api/users", content=chunks(), headers={"content-type": "application/json"})
     assert resp.status_code == 413
+    # The upstream got an unterminated request and never a complete one: no user was created.
+    after = (await gw.get("/api/users", params={"per_page": 1})).json()["total"]
+    assert after == before
 
 
 async def test_chunked_upload_within_limit_streams(gw: httpx.AsyncClient) -> None:
