@@ -15,9 +15,12 @@
     unsafe methods  a 2xx/3xx invalidates the URL and same-origin Location / Content-Location
     PURGE <url>     an admin key purges the URL, on every replica at once
 
-What `handle` decides for later is written on the request's staged value (`_Lookup.store`,
-`.release`, `.refresh`, `_Unsafe.targets`), and `after` carries it out: no closures, nothing
-kept on the context.
+The jobs live apart: this module decides (lookup, coalescing, fetch, stale serving, refresh,
+PURGE); gateway/cache/fill.py stores (the decision, the teed body, the fill lock);
+gateway/cache/invalidation.py names URLs (the key's, purge targets, what an unsafe answer
+invalidates); gateway/cache/state.py holds the per-request staged values and the counters. What
+`handle` decides for later is written on the staged value (`LookupState.store`, `.release`,
+`.refresh`, `Unsafe.targets`) and `after` carries it out: no closures, nothing on the context.
 
 Authenticated requests (a verified consumer, or an Authorization header) never see another
 consumer's response: a response to them is stored in the shared scope only when it says it may
@@ -34,30 +37,33 @@ import logging
 import secrets
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urljoin, urlsplit
 
 from gateway.cache.coalesce import FillWaiters
-from gateway.cache.directives import CacheDirectives, request_directives, response_directives
+from gateway.cache.directives import request_directives
 from gateway.cache.entry import CacheEntry
+from gateway.cache.fill import Filler
 from gateway.cache.freshness import (
-    StoreDecision,
     conditional_headers,
     corrected_initial_age,
-    decide_store,
     has_validators,
     may_serve_stale_on_error,
-    no_stale,
     not_modified,
     not_modified_headers,
     refreshed_headers,
-    retention,
-    shareable_when_authenticated,
-    storable_headers,
-    vary_names,
 )
+from gateway.cache.invalidation import invalidation_targets, path_and_query, request_url
 from gateway.cache.keys import SHARED_SCOPE, CacheKeys, consumer_scope, url_hash
+from gateway.cache.state import (
+    CacheCounters,
+    LookupState,
+    Pass,
+    Purge,
+    Staged,
+    Unsafe,
+    upstream_failed,
+)
 from gateway.cache.store import (
     EXPIRED,
     FRESH,
@@ -68,7 +74,6 @@ from gateway.cache.store import (
     CacheStore,
     Lookup,
     LookupKey,
-    StoredFreshness,
 )
 from gateway.config import CacheSettings, GatewayConfig, RouteCache
 from gateway.context import Headers, RequestContext, Response
@@ -76,7 +81,7 @@ from gateway.engine.failures import UPSTREAM_BROKEN
 from gateway.identity import admin_required
 from gateway.policy import Handler, Policy
 from gateway.problem import problem
-from gateway.store import Pending, Store, StoreBatch, StoreError
+from gateway.store import Store, StoreBatch, StoreError
 
 log = logging.getLogger("gateway.cache")
 
@@ -91,123 +96,6 @@ MAX_WAITS = 4  # lookups after waiting before a request gives up on coalescing a
 class RouteCachePlan:
     enabled: bool
     ttl: float
-
-
-@dataclass(slots=True)
-class _StorePlan:
-    """A response `handle` decided to store; `after` stores it once the body went out."""
-
-    token: str
-    found: Lookup
-    status: int
-    headers: Headers
-    decision: StoreDecision
-    response_cc: CacheDirectives
-    age: float
-    response_time: float
-    entry: CacheEntry | None = None  # a revalidated entry (whole already)
-    response: Response | None = None  # ... or the fresh response, its body whole or teed
-    tee: BodyTee | None = None
-
-
-@dataclass(slots=True)
-class _Lookup:
-    """A GET/HEAD's lookup, staged; `handle` notes what `after` does."""
-
-    key: LookupKey
-    pending: Pending
-    staged_at: float
-    authenticated: bool
-    ttl: float
-    store: _StorePlan | None = None
-    release: str | None = None  # give the fill lock (or a pass marker) back with this outcome
-    release_token: str = ""
-    refresh: tuple[Lookup, Handler] | None = None  # stale-while-revalidate: refresh after
-
-    def fresh(self) -> _Lookup:
-        return _Lookup(self.key, self.pending, self.staged_at, self.authenticated, self.ttl)
-
-    def release_with(self, token: str, outcome: str) -> None:
-        self.release_token, self.release = token, outcome
-
-
-@dataclass(slots=True)
-class _Pass:
-    reason: str
-
-
-@dataclass(slots=True)
-class _Unsafe:
-    url: str
-    targets: list[str] | None = None  # invalidated in `after` (a 2xx/3xx answer)
-
-
-@dataclass(slots=True)
-class _Purge:
-    url: str
-
-
-Staged = _Lookup | _Pass | _Unsafe | _Purge
-
-
-@dataclass(slots=True)
-class CacheCounters:
-    """Per-process counters for /metrics (size comes from Redis, cluster-wide)."""
-
-    hits: int = 0
-    misses: int = 0
-    stale: int = 0
-    bypass: int = 0
-    revalidated: int = 0
-    coalesced_waits: int = 0
-    stored: int = 0
-    not_stored: int = 0
-    too_large: int = 0
-    invalidations: int = 0
-    store_errors: int = 0
-
-
-@dataclass(slots=True)
-class BodyTee:
-    """Copies a streamed body into memory up to `limit` bytes; beyond that it only streams."""
-
-    limit: int
-    expected: int | None = None  # Content-Length, when the upstream gave one
-    chunks: list[bytes] = field(default_factory=list)
-    size: int = 0
-    complete: bool = False
-    overflow: bool = False
-
-    def wrap(self, source: Any) -> Any:
-        async def stream() -> Any:
-            async for chunk in source:
-                self.size += len(chunk)
-                if not self.overflow:
-                    if self.size > self.limit:
-                        self.overflow = True
-                        self.chunks = []
-                    else:
-                        self.chunks.append(chunk)
-                # The sender may stop asking once Content-Length bytes went out, so the body
-                # is complete when they have arrived, not only when the stream says it ended.
-                if self.expected is not None and self.size == self.expected:
-                    self.complete = True
-                yield chunk
-            self.complete = self.expected is None or self.size == self.expected
-
-        return stream()
-
-    @property
-    def body(self) -> bytes:
-        return b"".join(self.chunks)
-
-
-def request_url(ctx: RequestContext) -> str:
-    """The cache key's URL: the path and query as received (method-independent)."""
-    url = ctx.raw_path.decode("latin-1")
-    if ctx.query_string:
-        url += "?" + ctx.query_string.decode("latin-1")
-    return url
 
 
 class CachePolicy(Policy):
@@ -230,6 +118,7 @@ class CachePolicy(Policy):
                                 max_variants=settings.max_variants, pass_ttl=settings.pass_ttl)
         self.waiters = FillWaiters(store, self.keys.channel)
         self.counters = CacheCounters()
+        self.filler = Filler(self.cache, settings, self.counters)
         self.route_prefixes = list(routes or {})
         self._plans = {
             prefix: RouteCachePlan(settings.enabled and rc.enabled, settings.ttl if rc.ttl is None else rc.ttl)
@@ -259,13 +148,13 @@ class CachePolicy(Policy):
     async def purge(self, *, url: str | None = None, prefix: str | None = None) -> int:
         """Delete a URL's stored responses, or every URL under a prefix. Raises StoreError."""
         if url is not None:
-            target = _path_and_query(url)
+            target = path_and_query(url)
             count = await self.cache.invalidate([target])
             for route_prefix in self.route_prefixes:
                 await self.cache.forget_indexed(target, route_prefix)
             return count
         assert prefix is not None
-        return await self.cache.purge_prefix(_path_and_query(prefix), self.route_prefixes)
+        return await self.cache.purge_prefix(path_and_query(prefix), self.route_prefixes)
 
     async def metrics(self) -> dict[str, Any]:
         out: dict[str, Any] = dataclasses.asdict(self.counters)
@@ -287,11 +176,11 @@ class CachePolicy(Policy):
             refused = admin_required(ctx.consumer)  # identity marks an admin key's caller
             if refused is not None:
                 return refused
-            return _Purge(request_url(ctx))
+            return Purge(request_url(ctx))
         if method not in _SAFE:
-            return _Unsafe(request_url(ctx)) if method in _UNSAFE else _Pass("method")
+            return Unsafe(request_url(ctx)) if method in _UNSAFE else Pass("method")
         if ctx.header(b"range") is not None:
-            return _Pass("range")  # we keep whole responses only
+            return Pass("range")  # we keep whole responses only
         request_cc = request_directives(ctx.headers)
         consumer = ctx.consumer
         authorization = ctx.header(b"authorization")
@@ -307,35 +196,35 @@ class CachePolicy(Policy):
             request_cc=request_cc, headers=tuple(ctx.headers),
         )
         pending = self.cache.stage_lookup(batch, key)
-        return _Lookup(key, pending, time.monotonic(), authenticated, plan.ttl)
+        return LookupState(key, pending, time.monotonic(), authenticated, plan.ttl)
 
     # -- handle --------------------------------------------------------------------------
     async def handle(self, ctx: RequestContext, staged: Staged | None, call_next: Handler) -> Response:
         if staged is None:
             return await call_next(ctx)
-        if isinstance(staged, _Lookup):
+        if isinstance(staged, LookupState):
             return await self._cached(ctx, staged, call_next)
-        if isinstance(staged, _Purge):
+        if isinstance(staged, Purge):
             return await self._purge_request(ctx, staged)
         response = await call_next(ctx)
         self._mark(ctx, response, BYPASS)
-        if isinstance(staged, _Unsafe) and 200 <= response.status < 400 and not _upstream_failed(ctx):
-            staged.targets = _invalidation_targets(ctx, staged.url, response)
+        if isinstance(staged, Unsafe) and 200 <= response.status < 400 and not upstream_failed(ctx):
+            staged.targets = invalidation_targets(ctx, staged.url, response)
         return response
 
     # -- after ---------------------------------------------------------------------------
     async def after(self, ctx: RequestContext, staged: Staged | None, response: Response) -> None:
-        if isinstance(staged, _Lookup):
+        if isinstance(staged, LookupState):
             if staged.store is not None:
-                await self._store(ctx, staged, staged.store)
+                await self.filler.store(ctx, staged, staged.store)
             elif staged.release is not None:
-                await self._release(staged.key, staged.release_token, staged.release)
+                await self.filler.release(staged.key, staged.release_token, staged.release)
             if staged.refresh is not None:
                 self._spawn_refresh(ctx, staged, *staged.refresh)
-        elif isinstance(staged, _Unsafe) and staged.targets:
+        elif isinstance(staged, Unsafe) and staged.targets:
             await self._invalidate(staged.targets)
 
-    async def _cached(self, ctx: RequestContext, st: _Lookup, call_next: Handler) -> Response:
+    async def _cached(self, ctx: RequestContext, st: LookupState, call_next: Handler) -> Response:
         key = st.key
         try:
             found = self.cache.parse_lookup(st.pending.result(), key.url)
@@ -383,7 +272,7 @@ class CachePolicy(Policy):
                 return await self._fetch(ctx, st, found, call_next, holding=False)
 
     # -- upstream ------------------------------------------------------------------------
-    async def _fetch(self, ctx: RequestContext, st: _Lookup, found: Lookup, call_next: Handler,
+    async def _fetch(self, ctx: RequestContext, st: LookupState, found: Lookup, call_next: Handler,
                      *, holding: bool) -> Response:
         key = st.key
         token = key.token if holding else ""
@@ -418,7 +307,7 @@ class CachePolicy(Policy):
             _discard(response)
             merged = CacheEntry(stored.url, stored.status, refreshed_headers(stored.headers, response.headers), stored.body)
             age = corrected_initial_age(response.headers, request_time, response_time)
-            self._plan_store(ctx, st, found, token, merged, age, response_time, None)
+            self.filler.plan(ctx, st, found, token, merged, age, response_time, None)
             self.counters.revalidated += 1
             served = self._from_cache(ctx, merged, age, HIT, client_conditionals)
             ctx.cache_status = "REVALIDATED"
@@ -428,99 +317,12 @@ class CachePolicy(Policy):
         age = corrected_initial_age(response.headers, request_time, response_time)
         self._mark(ctx, response, MISS_, age)
         if key.may_fill:
-            self._plan_store(ctx, st, found, token, None, age, response_time, response)
+            self.filler.plan(ctx, st, found, token, None, age, response_time, response)
         elif holding:
             st.release_with(token, "retry")
         return response
 
-    def _plan_store(self, ctx: RequestContext, st: _Lookup, found: Lookup, token: str,
-                    entry: CacheEntry | None, age: float, response_time: float,
-                    response: Response | None) -> None:
-        """Decide whether to store; `after` stores (or gives the fill back) once it went out."""
-        key = st.key
-        headers = entry.headers if entry is not None else response.headers  # type: ignore[union-attr]
-        status = entry.status if entry is not None else response.status  # type: ignore[union-attr]
-        response_cc = response_directives(headers)
-        decision = decide_store("GET", status, key.request_cc, response_cc, headers,
-                                authenticated=st.authenticated, default_ttl=st.ttl)
-        if not decision.store:
-            self.counters.not_stored += 1
-            if token or found.state != PASS:
-                st.release_with(token, "pass")
-            return
-        tee: BodyTee | None = None
-        if entry is None:
-            assert response is not None
-            limit = self.settings.max_body_bytes
-            length = response.header(b"content-length")
-            if length is not None and length.strip().isdigit() and int(length) > limit:
-                self.counters.too_large += 1
-                st.release_with(token, "pass")
-                return
-            if response.stream is not None:
-                expected = int(length) if length is not None and length.strip().isdigit() else None
-                tee = BodyTee(limit, expected)
-                response.stream = tee.wrap(response.stream)
-            elif len(response.body) > limit:
-                self.counters.too_large += 1
-                st.release_with(token, "pass")
-                return
-        st.store = _StorePlan(token, found, status, headers, decision, response_cc, age,
-                              response_time, entry, response, tee)
-
-    async def _store(self, ctx: RequestContext, st: _Lookup, plan: _StorePlan) -> None:
-        key, token, headers, response_cc = st.key, plan.token, plan.headers, plan.response_cc
-        stored_entry = plan.entry
-        if stored_entry is None:
-            response, tee = plan.response, plan.tee
-            assert response is not None
-            if tee is not None:
-                if tee.overflow:
-                    self.counters.too_large += 1
-                    await self._release(key, token, "pass")
-                    return
-                if not tee.complete or _upstream_failed(ctx):
-                    await self._release(key, token, "retry")
-                    return
-                body = tee.body
-            else:
-                body = response.body
-            stored_entry = CacheEntry(key.url, plan.status, storable_headers(headers), body)
-        lifetime = plan.decision.lifetime
-        swr = float(response_cc.stale_while_revalidate or 0)
-        stale_if_error = float(response_cc.stale_if_error or 0)
-        freshness = StoredFreshness(
-            age=plan.age + max(0.0, time.time() - plan.response_time),
-            lifetime=lifetime,
-            swr=swr,
-            stale_if_error=stale_if_error,
-            no_stale=no_stale(response_cc),
-            shared_with_authenticated=shareable_when_authenticated(response_cc),
-            retention=retention(lifetime, swr, stale_if_error,
-                                0.0 if no_stale(response_cc) and not has_validators(headers)
-                                else self.settings.stale_retention),
-        )
-        scope = SHARED_SCOPE if plan.decision.shared else key.scope
-        try:
-            stored = await self.cache.save(
-                key=key, scope=scope, token=token, entry=stored_entry, vary=vary_names(headers) or [],
-                request_headers=key.headers, freshness=freshness, looked_up_at_us=plan.found.now_us,
-                route_prefix=ctx.route.prefix,
-            )
-            if stored:
-                self.counters.stored += 1
-        except StoreError as exc:
-            self.counters.store_errors += 1
-            log.debug("cache store failed for %s: %s", key.url, exc)
-
-    async def _release(self, key: LookupKey, token: str, outcome: str) -> None:
-        try:
-            await self.cache.release(key, token, outcome)
-        except StoreError as exc:  # the lease runs out on its own
-            self.counters.store_errors += 1
-            log.debug("cache release failed for %s: %s", key.url, exc)
-
-    def _stale_on_error(self, st: _Lookup, found: Lookup, *, disconnected: bool) -> bool:
+    def _stale_on_error(self, st: LookupState, found: Lookup, *, disconnected: bool) -> bool:
         return may_serve_stale_on_error(
             found.staleness, no_stale=found.no_stale,
             stale_if_error=found.stale_if_error or None, disconnected=disconnected,
@@ -528,12 +330,12 @@ class CachePolicy(Policy):
         )
 
     # -- stale-while-revalidate ----------------------------------------------------------
-    def _spawn_refresh(self, ctx: RequestContext, st: _Lookup, found: Lookup, call_next: Handler) -> None:
+    def _spawn_refresh(self, ctx: RequestContext, st: LookupState, found: Lookup, call_next: Handler) -> None:
         task = asyncio.get_running_loop().create_task(self._refresh(ctx.fork(), st.fresh(), found, call_next))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _refresh(self, copy: RequestContext, st: _Lookup, found: Lookup, call_next: Handler) -> None:
+    async def _refresh(self, copy: RequestContext, st: LookupState, found: Lookup, call_next: Handler) -> None:
         """Fetch once more in the background (RFC 5861 §3) on a copy of the request, through
         the rest of the chain, then run this policy's `after` and theirs for it."""
         try:
@@ -545,7 +347,7 @@ class CachePolicy(Policy):
                 response.close()
         except Exception:
             log.exception("background refresh of %s failed", st.key.url)
-            await self._release(st.key, st.key.token, "retry")
+            await self.filler.release(st.key, st.key.token, "retry")
             return
         await self.after(copy, st, response)
         inner_after = getattr(call_next, "after", None)  # the chain's: the policies inward
@@ -592,7 +394,7 @@ class CachePolicy(Policy):
             self.counters.store_errors += 1
             log.warning("cache invalidation of %s failed: %s", urls, exc)
 
-    async def _purge_request(self, ctx: RequestContext, st: _Purge) -> Response:
+    async def _purge_request(self, ctx: RequestContext, st: Purge) -> Response:
         try:
             count = await self.purge(url=st.url)
         except StoreError:
@@ -613,35 +415,9 @@ def _failure_kind(ctx: RequestContext, response: Response) -> str | None:
     return None
 
 
-def _upstream_failed(ctx: RequestContext) -> bool:
-    return ctx.upstream is not None and ctx.upstream.failure is not None
-
-
 def _discard(response: Response) -> None:
     if response.close is not None:
         response.close()
 
 
-def _path_and_query(url: str) -> str:
-    """An absolute URL or a path, as the cache's key URL (path and query)."""
-    parts = urlsplit(url)
-    path = parts.path or "/"
-    return path + ("?" + parts.query if parts.query else "")
-
-
-def _invalidation_targets(ctx: RequestContext, url: str, response: Response) -> list[str]:
-    """The URL and same-origin Location / Content-Location (RFC 9111 §4.4)."""
-    host = (ctx.header(b"host") or b"").decode("latin-1").lower()
-    base = f"{ctx.scheme}://{host}{url}"
-    targets = [url]
-    for name in (b"location", b"content-location"):
-        value = response.header(name)
-        if not value:
-            continue
-        absolute = urlsplit(urljoin(base, value.decode("latin-1").strip()))
-        if absolute.scheme == ctx.scheme and absolute.netloc.lower() == host:
-            targets.append((absolute.path or "/") + ("?" + absolute.query if absolute.query else ""))
-    return targets
-
-
-__all__ = ["BodyTee", "CacheCounters", "CachePolicy", "CacheDirectives", "RouteCachePlan", "request_url"]
+__all__ = ["CachePolicy", "RouteCachePlan"]
