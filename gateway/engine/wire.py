@@ -86,12 +86,14 @@ def end_to_end(fields: Headers) -> Headers:
 
 
 def valid_field_value(value: bytes) -> bool:
-    """A field value a peer cannot use to split a message (no CR, LF or NUL)."""
-    return b"\r" not in value and b"\n" not in value and b"\0" not in value
+    """A field value as RFC 9110 §5.5 writes it: visible bytes, obs-text, SP and HTAB, no control."""
+    return not value.translate(None, _VALUE_BYTES)
 
 
 def valid_field_name(name: bytes) -> bool:
-    return bool(name) and name.isascii() and not any(c in _NOT_TOKEN for c in name)
+    """A field name (or method): one or more RFC 9110 `tchar`s."""
+    return bool(name) and not name.translate(None, _TCHAR)
 
 
-_NOT_TOKEN = frozenset(b' \t\r\n\0"(),/:;<=>?@[\\]{}')
+_TCHAR = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_VALUE_BYTES = bytes([9, *range(0x20, 0x7F), *range(0x80, 0x100)])

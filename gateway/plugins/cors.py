@@ -23,16 +23,15 @@ The fields go on the response sent, never into a shared cache entry.
 
 from __future__ import annotations
 
-import re
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from gateway.context import RequestContext, Response
+from gateway.plugins.fields import is_field_name
 from gateway.policy import Handler, Policy, PolicyDeps
 from gateway.store import StoreBatch
 
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _ORIGIN = b"origin"
 _REQUEST_METHOD = b"access-control-request-method"
 _REQUEST_HEADERS = b"access-control-request-headers"
@@ -72,7 +71,7 @@ class Cors(Policy):
         @classmethod
         def _tokens(cls, value: list[str] | None) -> list[str] | None:
             for item in value or ():
-                if not _TOKEN.fullmatch(item):
+                if not is_field_name(item):
                     raise ValueError(f"{item!r} is not a method or field name")
             return value
 

@@ -22,24 +22,16 @@ Fields that carry the message's framing or the gateway's identity (`Host`, `Cont
 
 from __future__ import annotations
 
-import re
 import string
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from gateway.context import RequestContext, Response
+from gateway.plugins.fields import PROTECTED, is_field_name, is_field_value
 from gateway.policy import Handler, Policy, PolicyDeps
 from gateway.store import StoreBatch
 
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
 _PLACEHOLDERS = frozenset({"request_id", "consumer"})
-# Framing, routing and identity: changing these would break the message or forge an identity.
-PROTECTED = frozenset({
-    "host", "content-length", "transfer-encoding", "connection", "keep-alive", "upgrade", "te",
-    "trailer", "expect", "proxy-connection", "x-user-id", "x-user-tier", "x-forwarded-for",
-    "x-forwarded-proto", "x-forwarded-host", "x-request-id", "date", "server",
-})
 
 
 class FieldEdits(BaseModel):
@@ -54,8 +46,9 @@ class FieldEdits(BaseModel):
     def _pairs(cls, value: dict[str, str]) -> dict[str, str]:
         for name, template in value.items():
             _check_name(name)
-            if not _VALUE.fullmatch(template):
-                raise ValueError(f"the value of {name} holds a control character (CR, LF, NUL ...)")
+            if not is_field_value(template):
+                raise ValueError(f"the value of {name} holds a control character (CR, LF, NUL ...) "
+                                 "or one outside Latin-1")
             for _, field, _, _ in string.Formatter().parse(template):
                 if field is not None and field not in _PLACEHOLDERS:
                     raise ValueError(f"the value of {name} uses {{{field}}}; only {{request_id}} "
@@ -80,7 +73,7 @@ class FieldEdits(BaseModel):
 
 
 def _check_name(name: str) -> None:
-    if not _TOKEN.fullmatch(name):
+    if not is_field_name(name):
         raise ValueError(f"{name!r} is not a header field name")
     if name.lower() in PROTECTED:
         raise ValueError(f"{name} cannot be changed by the headers plugin")

@@ -18,10 +18,13 @@ from gateway.engine.asgi import AsgiBridge
 from gateway.engine.server import Request, Server
 from gateway.engine.testclient import exchange
 
+# A split message, a control byte (RFC 9110 §5.5), a name that is not a token.
+BAD_FIELDS = [(b"x-bad", b"one\r\ntwo"), (b"x-bad", b"one\x01two"), (b"x bad", b"v"), (b"x-b\xe9", b"v")]
+
 
 class Recorder:
     """An ASGI app: echoes what it saw; `?stream=N` streams N chunks, `?length=1` with a
-    Content-Length; `?bad=1` sends an invalid header; `?boom=1` raises."""
+    Content-Length; `?bad=N` sends the invalid field BAD_FIELDS[N]; `?boom=1` raises."""
 
     def __init__(self) -> None:
         self.scopes: list[dict[str, Any]] = []
@@ -53,7 +56,7 @@ class Recorder:
         body = b"".join(parts)
         if query.get("bad"):
             await send({"type": "http.response.start", "status": 200,
-                        "headers": [(b"x-bad", b"one\r\ntwo")]})
+                        "headers": [BAD_FIELDS[int(query["bad"])]]})
             return
         if "stream" in query:
             chunks = [b"chunk-%d;" % i for i in range(int(query["stream"]))]
@@ -129,7 +132,7 @@ async def test_head_gets_no_body_and_every_response_has_date_and_server(served: 
     assert headers[b"server"] == b"pygateway" and b"date" in headers
 
 
-@pytest.mark.parametrize("query", [b"bad=1", b"boom=1"])
+@pytest.mark.parametrize("query", [b"bad=0", b"bad=1", b"bad=2", b"bad=3", b"boom=1"])
 async def test_a_misbehaving_application_gets_a_500_problem_never_a_hang(served: Any, query: bytes) -> None:
     _, server = served
     status, headers, body = await call(server, b"GET /?" + query + b" HTTP/1.1\r\nhost: gw\r\n\r\n")
