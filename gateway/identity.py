@@ -58,10 +58,14 @@ def presented_key(headers: Iterable[tuple[bytes, bytes]]) -> bytes | None:
         if name == _X_API_KEY:
             return value.strip()
         if name == _AUTHORIZATION and bearer is None:
-            scheme, _, token = value.strip().partition(b" ")
-            if scheme.lower() == b"bearer":
-                bearer = token.strip()
+            bearer = bearer_token(value)
     return bearer
+
+
+def bearer_token(authorization: bytes) -> bytes | None:
+    """The token of an `Authorization: Bearer ...` value (the scheme case-insensitive), or None."""
+    scheme, _, token = authorization.strip().partition(b" ")
+    return token.strip() if scheme.lower() == b"bearer" else None
 
 
 # An admin key is not a consumer: it may only PURGE, on its own rate-limit quota.
@@ -167,10 +171,10 @@ class IdentityPolicy(Policy):
                 if hide:
                     continue
             elif name == _AUTHORIZATION:
-                scheme, _, token = value.strip().partition(b" ")
-                if scheme.lower() == b"bearer":
+                token = bearer_token(value)
+                if token is not None:
                     if bearer is None:
-                        bearer = token.strip()
+                        bearer = token
                     if hide:
                         continue
             elif name == _X_USER_ID or name == _X_USER_TIER:
