@@ -147,7 +147,8 @@ class HotPath:
             response = problem(500, "the gateway failed to handle this request", request_id=rid)
         await self._send(conn, response, rid, route.service, started, method, ctx)
         elapsed = time.perf_counter() - started  # until the last byte went out
-        await self.chain.after(ctx, response)  # each policy's `after` (outcomes, cache stores)
+        if self.chain.has_after:
+            await self.chain.after(ctx, response)  # each policy's `after` (outcomes, cache stores)
         self.stats.record(route, method, response.status, elapsed, ctx)
         if self.access_log is not None:
             self.access_log.proxied(rid, method, ctx.path, route, response.status, elapsed, ctx)

@@ -134,12 +134,12 @@ class PolicyChain:
         """`routes`: for the policies (by position) that apply to some route prefixes only."""
         self.policies = list(policies)
         self.store = store
-        self.terminal = terminal
         scopes = dict(routes or {})
         self._stages = [(i, p.stage if implements(p, "stage") else _stage_nothing, scopes.get(i))
                         for i, p in enumerate(self.policies) if implements(p, "stage") or i in scopes]
         self._afters = [(i, p) for i, p in enumerate(self.policies) if implements(p, "after")]
         self._afters.reverse()  # innermost first
+        self.has_after = bool(self._afters)  # the hot path skips `after` when nothing has one
         self._entry = self.link(terminal)
 
     def link(self, terminal: Handler) -> Handler:
@@ -151,7 +151,6 @@ class PolicyChain:
         return handler
 
     def relink(self, terminal: Handler) -> None:
-        self.terminal = terminal
         self._entry = self.link(terminal)
 
     async def __call__(self, ctx: RequestContext) -> Response:
