@@ -14,9 +14,11 @@ from gateway.cache.policy import CachePolicy
 from gateway.config import GatewayConfig, parse_config
 from gateway.context import Consumer, Headers, RequestContext, Response, UpstreamOutcome
 from gateway.routing import RouteTable
-from gateway.store import Store, embedded_store, redis_store
+from gateway.store import Store
 from tests.support.chain import drive
-from tests.support.processes import RedisServer
+from tests.support.stores import store
+
+__all__ = ["store"]  # every cache test runs on the embedded store and on a real redis-server
 
 ADMIN_KEY = "admin-secret"
 ADMIN_SHA = "a1e4cb2a5ec0e2c8d1f3f8b5a4e0b4ba9d8a3a2f0c6c1f7e2f8c49d5d1c7c1a0"
@@ -127,19 +129,6 @@ async def send(policy: CachePolicy, store: Store, ctx: RequestContext, origin: A
     """One request through the real chain (the cache, then `origin` as breaker + upstream)."""
     sent = await drive([policy], store, ctx, origin)
     return Result(sent.status, sent.headers, sent.body)
-
-
-@pytest.fixture(params=["embedded", pytest.param("redis", marks=pytest.mark.redis)])
-async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
-    """Every cache test runs on the embedded store (fakeredis) and on a real redis-server."""
-    if request.param == "embedded":
-        s = embedded_store()
-    else:
-        server: RedisServer = request.getfixturevalue("redis_server")
-        # Generous: these tests check behaviour, not timing; a busy machine must not fake "down".
-        s = redis_store(server.url, timeout=10, connect_timeout=10, probe_interval=0.1)
-    yield s
-    await s.close()
 
 
 @pytest.fixture

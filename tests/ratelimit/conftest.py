@@ -13,6 +13,9 @@ from gateway.routing import RouteTable
 from gateway.store import Store, embedded_store, redis_store
 from tests.support.chain import drive
 from tests.support.processes import RedisServer
+from tests.support.stores import store, wide_pool
+
+__all__ = ["store", "wide_pool"]  # every script test runs on the embedded store and on real Redis
 
 
 def gateway_config(**sections: Any) -> GatewayConfig:
@@ -81,26 +84,3 @@ async def real_store(redis_server: RedisServer) -> AsyncIterator[Store]:
     store = redis_store(redis_server.url, timeout=0.5, probe_interval=0.1)
     yield store
     await store.close()
-
-
-def wide_pool(store: Store, size: int = 512) -> Store:
-    """The store with room for `size` concurrent pipelines.
-
-    redis-py's asyncio pool refuses a 101st connection outright (MaxConnectionsError), which the
-    store treats as "Redis down"; the concurrency tests need every request in flight at once.
-    """
-    store.client.connection_pool.max_connections = size
-    return store
-
-
-@pytest.fixture(params=["fakeredis", pytest.param("redis", marks=pytest.mark.redis)])
-async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
-    """Every script test runs on the embedded fakeredis and on a real redis-server."""
-    if request.param == "fakeredis":
-        s = embedded_store()
-    else:
-        server: RedisServer = request.getfixturevalue("redis_server")
-        # Generous: these tests count, they do not time; a busy machine must not fake "Redis down".
-        s = redis_store(server.url, timeout=10, connect_timeout=10, probe_interval=0.1)
-    yield wide_pool(s)
-    await s.close()
