@@ -9,7 +9,10 @@ mid-body still gets a clean 502 instead of a cut response.
 
 Nothing is retried once any of the request may have been processed (a request is forwarded
 intact or refused, never sent twice): the one retry is an idempotent request without a body
-whose reused keep-alive connection closed before any byte of a response came back.
+whose reused keep-alive connection closed before any byte of a response came back (a stale
+connection, or an origin that read it and closed without answering: no proxy can tell them
+apart; RFC 9110 §9.2.2 lets an idempotent request be sent again). A new connection is never
+retried.
 
 Timeouts follow nginx's `proxy_*_timeout` idea: `connect_timeout` to connect, then the service's
 `timeout` (or the route's) both for the response head and for every gap while reading the body.

@@ -797,6 +797,22 @@ async def test_a_post_on_a_stale_connection_is_not_retried() -> None:
         assert upstream.connections == 1
 
 
+@pytest.mark.parametrize("ending", [close, reset], ids=["closed", "reset"])
+@pytest.mark.parametrize("method", ["GET", "HEAD", "DELETE", "PUT", "POST", "PATCH"])
+async def test_an_origin_that_took_the_request_on_a_fresh_connection_sees_it_once(
+        method: str, ending: Action) -> None:
+    # The origin reads each request whole, then drops the connection without answering (a
+    # crash after processing). A fresh connection is never retried, whatever the method.
+    async with gateway_to(ending) as (upstream, url):
+        async with httpx.AsyncClient(base_url=url, timeout=READ) as client:
+            for _ in range(3):
+                body = b"x=1" if method in ("PUT", "POST", "PATCH") else None
+                resp = await client.request(method, "/a/x", content=body)
+                assert resp.status_code == 502
+        await asyncio.sleep(0.1)
+        assert len(upstream.requests) == 3 and upstream.connections == 3  # each arrived once
+
+
 # -- 9. the connection pool ---------------------------------------------------------------------------------
 async def test_a_full_pool_is_a_503_while_other_targets_are_unaffected() -> None:
     released = asyncio.Event()
