@@ -15,10 +15,10 @@ from gateway.config import GatewayConfig, parse_config
 from gateway.context import Consumer, Headers, RequestContext, Response, UpstreamOutcome
 from gateway.routing import RouteTable
 from gateway.store import Store
+from tests.support import stores
 from tests.support.chain import drive
-from tests.support.stores import store
 
-__all__ = ["store"]  # every cache test runs on the embedded store and on a real redis-server
+store = stores.store  # every cache test runs on the embedded store and on a real redis-server
 
 ADMIN_KEY = "admin-secret"
 ADMIN_SHA = "a1e4cb2a5ec0e2c8d1f3f8b5a4e0b4ba9d8a3a2f0c6c1f7e2f8c49d5d1c7c1a0"

@@ -11,11 +11,11 @@ from gateway.config import GatewayConfig, parse_config
 from gateway.context import RequestContext, Response, UpstreamOutcome
 from gateway.routing import RouteTable
 from gateway.store import Store, embedded_store, redis_store
+from tests.support import stores
 from tests.support.chain import drive
 from tests.support.processes import RedisServer
-from tests.support.stores import store, wide_pool
 
-__all__ = ["store", "wide_pool"]  # every script test runs on the embedded store and on real Redis
+store = stores.store  # every script test runs on the embedded store and on a real redis-server
 
 
 def gateway_config(**sections: Any) -> GatewayConfig:
