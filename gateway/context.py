@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 from collections.abc import AsyncIterator, Callable
@@ -22,6 +23,15 @@ class RequestBody(Protocol):
     the end (the engine's `BodyStream`)."""
 
     async def read(self) -> bytes: ...
+
+
+class ClientSide(Protocol):
+    """The client's connection as the upstream call sees it (the engine's `HttpConnection`)."""
+
+    @property
+    def left(self) -> bool: ...
+
+    def watch_leave(self, future: asyncio.Future[None]) -> None: ...
 
 
 @dataclass(slots=True)
@@ -89,6 +99,8 @@ class RequestContext:
     chunked: bool = False  # ... with Transfer-Encoding: chunked (no length known)
     # Sends a 1xx interim response (103 Early Hints) to the client before the final one.
     interim: Callable[[int, Headers], None] | None = None
+    # The client's connection: whether it left, and a watch on the upstream's response head.
+    client: ClientSide | None = None
     started: float = field(default_factory=time.perf_counter)
     consumer: Consumer | None = None
     target: str | None = None  # upstream base URL chosen for this request (breaker may pick it)
@@ -112,7 +124,7 @@ class RequestContext:
         its own headers and response fields, the same identity and staged values."""
         return dataclasses.replace(
             self, body=None, headers=list(self.headers), response_headers=[], upstream=None,
-            has_body=False, chunked=False, interim=None, client_disconnected=False,
+            has_body=False, chunked=False, interim=None, client=None, client_disconnected=False,
             staged=list(self.staged), cache_status=None, breaker_state=None,
             breaker_rejected=False, target=None,
         )

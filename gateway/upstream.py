@@ -137,18 +137,26 @@ class UpstreamPool:
         started = time.perf_counter()
         retry = not has_body and ctx.method in IDEMPOTENT_NO_BODY
         body = _Limited(ctx.body, self.max_body_bytes) if has_body and ctx.body else None
+        client = ctx.client
+        watch = None
+        if client is not None:
+            if client.left:  # it gave up while the policies ran: nothing goes upstream
+                ctx.client_disconnected = True
+                return self._refuse(ctx, outcome, started, 499, "client closed the request")
+            watch = client.watch_leave
         try:
             try:
                 ex = await send(pool, head, body, chunked=ctx.chunked, head_only=ctx.method == "HEAD",
                                 stall=stall, connect_timeout=service.connect_timeout,
-                                small_body=SMALL_BODY, on_interim=ctx.interim)
+                                small_body=SMALL_BODY, on_interim=ctx.interim, watch=watch)
             except UpstreamError as exc:
                 if not (retry and exc.retryable):
                     raise
                 # A stale keep-alive connection: nothing was processed; once more, on a new one.
                 ex = await send(pool, head, None, chunked=False, head_only=ctx.method == "HEAD",
                                 stall=stall, connect_timeout=service.connect_timeout,
-                                small_body=SMALL_BODY, on_interim=ctx.interim, fresh=True)
+                                small_body=SMALL_BODY, on_interim=ctx.interim, fresh=True,
+                                watch=watch)
             outcome.status = ex.status
             headers = ex.headers  # the end-to-end fields (the engine left out the hop-by-hop ones)
             if ex.reads_whole:

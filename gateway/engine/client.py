@@ -645,14 +645,16 @@ def _expire(waiter: asyncio.Future[UpstreamConnection | None], timeout: float) -
 async def send(pool: TargetPool, head: bytes, body: AsyncIterable[bytes] | None, *, chunked: bool,
                head_only: bool, stall: float, connect_timeout: float, small_body: int,
                on_interim: Callable[[int, Headers], None] | None = None,
-               fresh: bool = False) -> Exchange:
+               fresh: bool = False,
+               watch: Callable[[asyncio.Future[None]], None] | None = None) -> Exchange:
     """Send one request and wait for its response head.
 
     `stall` bounds the wait for the head and every gap in the body (and a stalled upload);
     bodies with a known length up to `small_body` bytes are read whole (`read_whole`), others
     stream (`stream`). Raises `UpstreamError`; an error raised by `body` (the client's side)
     propagates as it is, after the upstream connection was closed mid-request (the upstream
-    sees an unterminated request and processes nothing).
+    sees an unterminated request and processes nothing). `watch` is handed the head's future
+    once the request is out; failing it (the client left) drops the upstream connection.
     """
     conn = None if fresh else pool.take()
     if conn is None:
@@ -666,6 +668,8 @@ async def send(pool: TargetPool, head: bytes, body: AsyncIterable[bytes] | None,
             await conn.write_body(body, chunked, stall)
         if conn.exchange is ex:
             conn.arm(stall, "head")  # stays armed through the body: every gap is bounded
+        if watch is not None:
+            watch(ex.head)
         await ex.head
     except UpstreamError:
         _abandon(ex)

@@ -253,6 +253,8 @@ class HttpConnection(asyncio.Protocol):
         self._drain: asyncio.Future[None] | None = None
         self._sent_continue = False
         self._end_waiters: list[asyncio.Future[None]] = []
+        # failed with ClientGone if the client leaves while it is pending (see watch_leave)
+        self._watched: asyncio.Future[None] | None = None
         # the connection's runner task (see _serve)
         self._running = False
         self._waiter: asyncio.Future[Request | None] | None = None
@@ -299,6 +301,7 @@ class HttpConnection(asyncio.Protocol):
             else:
                 per_peer.pop(self.peer[0], None)
         gone = ClientGone("the client closed the connection")
+        self._client_left(gone)
         for request in (self._active, self._parsing, *self._queue):
             if request is not None and request.body is not None:
                 request.body.fail(gone)
@@ -320,6 +323,8 @@ class HttpConnection(asyncio.Protocol):
         # open); with nothing asked, close.
         self._eof = True
         self.read_deadline = 0.0
+        if self._client_left(ClientGone("the client closed the connection before the response began")):
+            return None  # it gave up on what it asked (nginx's 499): close, answer nothing
         # A body still arriving never will; left alone, its reader would wait for it forever,
         # and the connection with it. Served or being skipped: the client is gone, as if it had
         # reset (close; connection_lost fails the body). Queued behind a response: drop it.
@@ -666,6 +671,29 @@ class HttpConnection(asyncio.Protocol):
         self.abort()
 
     # -- writing responses -------------------------------------------------------------------
+    @property
+    def left(self) -> bool:
+        """The client closed its side or the connection: it will read no answer."""
+        return self._eof or self.closed
+
+    def watch_leave(self, future: asyncio.Future[None]) -> None:
+        """Fail `future` (the upstream's response head) with ClientGone if the client leaves
+        before it resolves: the caller drops the upstream request instead of finishing it for
+        nobody."""
+        self._watched = future
+        if self._eof or self.closed:
+            self._client_left(ClientGone("the client closed the connection"))
+
+    def _client_left(self, gone: ClientGone) -> bool:
+        watched = self._watched
+        if watched is None:
+            return False
+        self._watched = None
+        if watched.done():
+            return False
+        watched.set_exception(gone)
+        return True
+
     def interim(self, status: int, headers: Headers) -> None:
         """A 1xx before the final response (HTTP/1.1 clients only)."""
         request = self._active

@@ -785,6 +785,28 @@ async def test_a_client_vanishing_mid_upload_is_a_499_not_an_upstream_failure(
     assert (access["status"], access["upstream_failure"]) == (499, None), access
 
 
+@pytest.mark.parametrize("goodbye", ["reset", "fin"])
+async def test_a_client_leaving_while_the_upstream_works_is_a_499_logged_at_once(
+        users_url: str, capsys: pytest.CaptureFixture[str], goodbye: str) -> None:
+    config = gateway_config(users_url)
+    config["logging"] = {"level": "INFO", "access_log": True}
+    async with running_gateway(config) as app:
+        reader, writer = await connect(app.url)
+        writer.write(request("GET", ECHO, [("X-Mock-Delay", "5")]))
+        await writer.drain()
+        await asyncio.sleep(0.1)  # the request went upstream
+        if goodbye == "reset":
+            reset(writer)
+        else:
+            writer.transport.abort()  # nothing unread: a FIN
+        await asyncio.sleep(0.3)  # far less than the upstream's 5 s
+        lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+        (access,) = [doc for doc in lines if doc.get("logger") == "gateway.access"]
+    assert access.get("client_disconnected") is True
+    assert (access["status"], access["upstream_failure"]) == (499, None), access
+    assert access["duration_ms"] < 1000
+
+
 async def test_a_drain_past_its_grace_ends_requests_with_a_503_without_handler_errors(
         users_url: str, caplog: pytest.LogCaptureFixture) -> None:
     async with serving(gateway_config(users_url)) as (app, server):

@@ -954,6 +954,27 @@ async def test_a_client_leaving_mid_response_drops_the_upstream_connection() -> 
         assert upstream.connections == 2
 
 
+@pytest.mark.parametrize("goodbye", ["fin", "reset"])
+async def test_a_client_leaving_before_the_response_head_drops_the_upstream_request(goodbye: str) -> None:
+    # As nginx does (proxy_ignore_client_abort off): nobody will read the answer, so the
+    # upstream connection is closed at once instead of held until the upstream's timeout.
+    async with gateway_to(hold, response(b"fresh")) as (upstream, url):
+        async with raw_connection(url) as (reader, writer):
+            writer.write(request_bytes("GET", "/a/slow"))
+            await upstream.wait_requests(1)
+            if goodbye == "fin":
+                writer.write_eof()
+                async with asyncio.timeout(READ):
+                    assert await reader.read() == b""  # nothing answered, our side closed
+            else:
+                abort(writer)
+            async with asyncio.timeout(1.0):
+                await upstream.peers[0].ended()
+        got = await fetch(url)
+        assert got.status == 200 and got.body == b"fresh"
+        assert upstream.connections == 2
+
+
 # -- 12. https upstreams -----------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def private_ca(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path, Path]]:
