@@ -138,13 +138,10 @@ class UpstreamPool:
         retry = not has_body and ctx.method in IDEMPOTENT_NO_BODY
         body = _Limited(ctx.body, self.max_body_bytes) if has_body and ctx.body else None
         client = ctx.client
-        watch = None
-        if client is not None:
-            if client.left:  # it gave up while the policies ran: nothing goes upstream
-                ctx.client_disconnected = True
-                return self._refuse(ctx, outcome, started, 499, "client closed the request")
-            watch = client.watch_leave
         try:
+            if client is not None and client.left:  # it gave up while the policies ran
+                raise ClientGone("the client closed the connection")  # nothing goes upstream
+            watch = client.watch_leave if client is not None else None
             try:
                 ex = await send(pool, head, body, chunked=ctx.chunked, head_only=ctx.method == "HEAD",
                                 stall=stall, connect_timeout=service.connect_timeout,

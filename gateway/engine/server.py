@@ -681,7 +681,7 @@ class HttpConnection(asyncio.Protocol):
         before it resolves: the caller drops the upstream request instead of finishing it for
         nobody."""
         self._watched = future
-        if self._eof or self.closed:
+        if self.left:
             self._client_left(ClientGone("the client closed the connection"))
 
     def _client_left(self, gone: ClientGone) -> bool:
