@@ -20,6 +20,7 @@ from gateway.health import HealthMonitor
 from gateway.hotpath import HotPath
 from gateway.logs import AccessLog
 from gateway.policy import Policy, PolicyChain
+from gateway.redis_memory import check_memory
 from gateway.replicas import ReplicaRegistry
 from gateway.routing import RouteTable
 from gateway.stats import RequestStats
@@ -77,6 +78,8 @@ class Gateway:
             log.warning("store %s does not answer yet; policies fall back until it does",
                         self.store.description)
             self.store.mark_down(ConnectionError("no answer at start-up"))
+        else:
+            await check_memory(self.store, self.config.cache)
         await self.upstream.start()
         self.replicas = ReplicaRegistry(self.store, self.config, self.replica_id)
         await self.replicas.start()

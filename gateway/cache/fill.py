@@ -107,7 +107,6 @@ class Filler:
             stored = await self.cache.save(
                 key=key, scope=scope, token=token, entry=stored_entry, vary=vary_names(headers) or [],
                 request_headers=key.headers, freshness=freshness, looked_up_at_us=plan.found.now_us,
-                route_prefix=ctx.route.prefix,
             )
             if stored:
                 self.counters.stored += 1

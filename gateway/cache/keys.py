@@ -7,11 +7,10 @@ Everything about one URL lives under one hash tag `{<url hash>}` (Redis Cluster:
     <p>:c:{h}:lock:<scope> the fill lock (SET NX PX)
     <p>:c:{h}:inv          time of the last invalidation (a fill started before it is not stored)
 
-Per route prefix, an index of the URLs stored (for prefix purges, no SCAN), and cluster-wide size
-accounting under one tag:
+The cluster-wide account of what is stored (size, byte budget, and each variant's URL for prefix
+purges, without SCAN), under one tag:
 
-    <p>:c:idx:{<route hash>}   ZSET url -> expiry (ms)
-    <p>:c:{size}:exp / :bytes / :tot
+    <p>:c:{size}:exp / :bytes / :tot / :urls
 """
 
 from __future__ import annotations
@@ -48,6 +47,7 @@ class CacheKeys:
         self.size_exp = f"{prefix}:c:{{size}}:exp"
         self.size_bytes = f"{prefix}:c:{{size}}:bytes"
         self.size_total = f"{prefix}:c:{{size}}:tot"
+        self.size_urls = f"{prefix}:c:{{size}}:urls"
 
     def root(self, h: str) -> str:
         return f"{self.prefix}:c:{{{h}}}"
@@ -58,9 +58,6 @@ class CacheKeys:
     def invalidated(self, h: str) -> str:
         return f"{self.prefix}:c:{{{h}}}:inv"
 
-    def index(self, route_prefix: str) -> str:
-        tag = hashlib.sha256(route_prefix.encode()).hexdigest()[:16]
-        return f"{self.prefix}:c:idx:{{{tag}}}"
 
 
 def secondary_key(names: Iterable[str], headers: Iterable[tuple[bytes, bytes]]) -> bytes:

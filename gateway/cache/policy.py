@@ -115,11 +115,11 @@ class CachePolicy(Policy):
         self.store = store
         self.keys = CacheKeys(key_prefix)
         self.cache = CacheStore(store, self.keys, lock_timeout=settings.lock_timeout,
-                                max_variants=settings.max_variants, pass_ttl=settings.pass_ttl)
+                                max_variants=settings.max_variants, pass_ttl=settings.pass_ttl,
+                                max_bytes=settings.max_bytes)
         self.waiters = FillWaiters(store, self.keys.channel)
         self.counters = CacheCounters()
         self.filler = Filler(self.cache, settings, self.counters)
-        self.route_prefixes = list(routes or {})
         self._plans = {
             prefix: RouteCachePlan(settings.enabled and rc.enabled, settings.ttl if rc.ttl is None else rc.ttl)
             for prefix, rc in (routes or {}).items()
@@ -148,21 +148,18 @@ class CachePolicy(Policy):
     async def purge(self, *, url: str | None = None, prefix: str | None = None) -> int:
         """Delete a URL's stored responses, or every URL under a prefix. Raises StoreError."""
         if url is not None:
-            target = path_and_query(url)
-            count = await self.cache.invalidate([target])
-            for route_prefix in self.route_prefixes:
-                await self.cache.forget_indexed(target, route_prefix)
-            return count
+            return await self.cache.invalidate([path_and_query(url)])
         assert prefix is not None
-        return await self.cache.purge_prefix(path_and_query(prefix), self.route_prefixes)
+        return await self.cache.purge_prefix(path_and_query(prefix))
 
     async def metrics(self) -> dict[str, Any]:
         out: dict[str, Any] = dataclasses.asdict(self.counters)
+        out["max_bytes"] = self.settings.max_bytes
         try:
-            entries, size = await self.cache.size()
-            out["entries"], out["bytes"] = entries, size
+            size = await self.cache.size()
+            out["entries"], out["bytes"], out["evicted"] = size.entries, size.bytes, size.evicted
         except StoreError:
-            out["entries"] = out["bytes"] = None
+            out["entries"] = out["bytes"] = out["evicted"] = None
         out["subscribed"] = self.waiters.subscribed
         return out
 

@@ -1,10 +1,14 @@
 """CacheStore: the cache's Redis operations (lookup, store, release, invalidate, purge, size).
 
-Memory is bounded two ways: every key carries a TTL (an entry's freshness lifetime plus the
-window it may still be served stale: `cache.stale_retention`, or longer `stale-while-revalidate`
-/ `stale-if-error`), and Redis evicts under `maxmemory`. Recommended: `maxmemory-policy
-volatile-lru` (or `volatile-ttl`): cache entries all have TTLs and are evicted first, while keys
-without a TTL (size accounting, breaker states) are kept. An evicted entry is simply a miss.
+Memory is bounded by the gateway, not by Redis' eviction: every stored variant is charged to a
+cluster-wide account (`lua/cache_account.lua`: its body and head, its URL and a fixed overhead
+per entry) and, past `cache.max_bytes`, the variants closest to the end of their retention are
+deleted. So Redis can run with `maxmemory-policy noeviction` and never has to choose a victim
+among rate-limit windows and breaker states (docs/deployment.md). Every key also carries a TTL
+(freshness lifetime plus the window it may still be served stale: `cache.stale_retention`, or
+longer `stale-while-revalidate` / `stale-if-error`); the account is the only key without one,
+and it holds one member per stored variant, so the budget bounds it too. A deleted entry is
+simply a miss. The account also names each variant's URL, which is what a prefix purge scans.
 """
 
 from __future__ import annotations
@@ -21,6 +25,10 @@ from gateway.store import Pending, Store, StoreBatch
 FRESH, STALE, SWR, EXPIRED, MISS, PASS = "fresh", "stale", "swr", "expired", "miss", "pass"
 INVALIDATION_MEMORY_MS = 300_000  # a fill slower than this after an invalidation may still land
 PURGE_CHUNK = 200
+# Charged per variant on top of its blob and URL: the variant HASH's fields and encoding, its
+# root HASH, the account's members (measured on Redis 7 with `used_memory`: 1,500-1,560 bytes
+# per entry beyond blob and URL, for bodies of 100 B to 20 kB).
+ENTRY_OVERHEAD = 1536
 
 
 class Lookup(NamedTuple):
@@ -56,6 +64,14 @@ class LookupKey(NamedTuple):
     headers: tuple[tuple[bytes, bytes], ...]
 
 
+class CacheSize(NamedTuple):
+    """The cluster-wide account: entries, bytes charged, entries ever evicted for the budget."""
+
+    entries: int
+    bytes: int
+    evicted: int
+
+
 class StoredFreshness(NamedTuple):
     """The numbers kept next to an entry so that the lookup script judges freshness."""
 
@@ -76,12 +92,13 @@ class CacheStore:
     """The cache's data in Redis, shared by every replica."""
 
     def __init__(self, store: Store, keys: CacheKeys, *, lock_timeout: float, max_variants: int,
-                 pass_ttl: float) -> None:
+                 pass_ttl: float, max_bytes: int = 0) -> None:
         self.store = store
         self.keys = keys
         self.lock_timeout = lock_timeout
         self.max_variants = max_variants
         self.pass_ttl = pass_ttl
+        self.max_bytes = max_bytes
 
     # -- lookup --------------------------------------------------------------------------
     def _lookup_call(self, key: LookupKey) -> tuple[list[str], list[Any]]:
@@ -134,7 +151,7 @@ class CacheStore:
 
     async def save(self, *, key: LookupKey, scope: str, token: str, entry: CacheEntry,
                    vary: list[str], request_headers: Iterable[tuple[bytes, bytes]],
-                   freshness: StoredFreshness, looked_up_at_us: int, route_prefix: str) -> bool:
+                   freshness: StoredFreshness, looked_up_at_us: int) -> bool:
         """Store a variant (and account for it). True when stored. Raises StoreError."""
         blob = entry.to_bytes()
         retention_ms = max(1, _ms(freshness.retention))
@@ -151,18 +168,24 @@ class CacheStore:
         )
         if _text(reply[0]) != "stored":
             return False
-        ops: list[Any] = ["add", _text(reply[1]), len(blob), retention_ms]
+        charged = len(blob) + len(key.url) + ENTRY_OVERHEAD
+        ops: list[Any] = ["add", _text(reply[1]), charged, retention_ms, key.url]
         for evicted in reply[2:]:
             ops += ["del", _text(evicted)]
-        batch = self.store.batch()
-        batch.eval(self.store.script("cache_account"), self._size_keys(), ops)
-        index = self.keys.index(route_prefix)
-        # The Redis clock of the lookup is close enough for index pruning (minutes of slack).
-        looked_up_at_ms = looked_up_at_us // 1000
-        batch.call("ZADD", index, "GT", looked_up_at_ms + retention_ms, key.url)
-        batch.call("ZREMRANGEBYSCORE", index, "-inf", looked_up_at_ms)
-        await batch.execute()
+        await self._account(ops)
         return True
+
+    async def _account(self, ops: list[Any]) -> CacheSize:
+        """Apply accounting operations and delete what the budget evicted."""
+        reply = await self.store.eval(self.store.script("cache_account"), self._size_keys(),
+                                      [self.max_bytes, *ops])
+        victims = [_text(k) for k in reply[3:]]
+        if victims:
+            batch = self.store.batch()
+            for victim in victims:
+                batch.call("DEL", victim)
+            await batch.execute()
+        return CacheSize(int(reply[0]), int(reply[1]), int(reply[2]))
 
     async def release(self, key: LookupKey, token: str, outcome: str) -> None:
         """Give up a fill: 'pass' (uncacheable, remembered for `pass_ttl`), 'error' or 'retry'."""
@@ -195,36 +218,28 @@ class CacheStore:
                 ops: list[Any] = []
                 for k in deleted:
                     ops += ["del", k]
-                await self.store.eval(self.store.script("cache_account"), self._size_keys(), ops)
+                await self._account(ops)
         return total
 
-    async def purge_prefix(self, prefix: str, route_prefixes: Iterable[str]) -> int:
-        """Delete every stored URL under `prefix` (path-segment aware), using the route indexes."""
-        total = 0
-        for route_prefix in route_prefixes:
-            if not (_under(route_prefix, prefix) or _under(prefix, route_prefix)):
-                continue
-            index = self.keys.index(route_prefix)
-            members = await self.store.call("ZRANGE", index, 0, -1)
-            urls = [u for u in (_text(m) for m in members) if _under(u, prefix)]
-            if not urls:
-                continue
-            total += await self.invalidate(urls)
-            for start in range(0, len(urls), PURGE_CHUNK):
-                await self.store.call("ZREM", index, *urls[start:start + PURGE_CHUNK])
-        return total
-
-    async def forget_indexed(self, url: str, route_prefix: str) -> None:
-        await self.store.call("ZREM", self.keys.index(route_prefix), url)
+    async def purge_prefix(self, prefix: str) -> int:
+        """Delete every stored URL under `prefix` (path-segment aware), found in the account."""
+        urls: set[str] = set()
+        cursor: Any = 0
+        while True:
+            cursor, found = await self.store.call("HSCAN", self.keys.size_urls, cursor, "COUNT", 1000)
+            values = found.values() if isinstance(found, dict) else found[1::2]
+            urls.update(u for u in map(_text, values) if _under(u, prefix))
+            if int(cursor) == 0:
+                break
+        return await self.invalidate(sorted(urls))
 
     # -- size ----------------------------------------------------------------------------
     def _size_keys(self) -> list[str]:
-        return [self.keys.size_exp, self.keys.size_bytes, self.keys.size_total]
+        return [self.keys.size_exp, self.keys.size_bytes, self.keys.size_total, self.keys.size_urls]
 
-    async def size(self) -> tuple[int, int]:
-        """(entries, bytes) across the whole cluster. Raises StoreError."""
-        reply = await self.store.eval(self.store.script("cache_account"), self._size_keys(), [])
-        return int(reply[0]), int(reply[1])
+    async def size(self) -> CacheSize:
+        """The size across the whole cluster. Raises StoreError."""
+        return await self._account([])
 
 
 def _under(url: str, prefix: str) -> bool:

@@ -149,4 +149,11 @@ async def _cache_families(gw: Gateway) -> list[Metric]:
     if doc.get("bytes") is not None:
         out.append(GaugeMetricFamily("gateway_cache_size_bytes", "Bytes of responses stored in the shared cache.",
                                      value=doc["bytes"]))
+    if doc.get("max_bytes"):
+        out.append(GaugeMetricFamily("gateway_cache_max_bytes", "The shared cache's byte budget (cache.max_bytes).",
+                                     value=doc["max_bytes"]))
+    if doc.get("evicted") is not None:
+        out.append(CounterMetricFamily(
+            "gateway_cache_evictions", "Entries deleted, cluster-wide, to keep the cache within cache.max_bytes.",
+            value=doc["evicted"]))
     return out

@@ -16,6 +16,7 @@ from gateway.store import Store
 from gateway.topology import make_store
 from tests.cache.conftest import *  # noqa: F403 - the cache tests' fixtures and helpers
 from tests.cache.test_admin import *  # noqa: F403
+from tests.cache.test_budget import *  # noqa: F403 - evictions delete keys on other slots
 from tests.cache.test_coalesce import *  # noqa: F403 - fill waiters over pub/sub on Cluster
 from tests.cache.test_policy import *  # noqa: F403 - collected again here, on Redis Cluster
 from tests.cache.test_policy import _remember_config  # noqa: F401 - an autouse fixture

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -127,12 +128,16 @@ def test_lb_is_nginx_with_upstream_resolve_on_port_8000(config: dict[str, Any]) 
     assert mount["read_only"] is True
 
 
-def test_redis_is_valkey_with_a_memory_cap_and_volatile_lru(config: dict[str, Any]) -> None:
+def test_redis_is_valkey_with_a_memory_cap_it_never_evicts_from(config: dict[str, Any]) -> None:
     redis = config["services"]["redis"]
     assert redis["image"].startswith("valkey/valkey:")
     command = redis["command"]
-    assert command[command.index("--maxmemory") + 1].endswith("mb")
-    assert command[command.index("--maxmemory-policy") + 1] == "volatile-lru"
+    maxmemory = command[command.index("--maxmemory") + 1]
+    assert maxmemory.endswith("mb")
+    assert command[command.index("--maxmemory-policy") + 1] == "noeviction"
+    # The gateway's cache budget leaves half of it to the counters.
+    gateway = yaml.safe_load((REPO / "deploy" / "compose" / "gateway.yaml").read_text())
+    assert 0 < gateway["cache"]["max_bytes"] <= int(maxmemory[:-2]) * 1024 * 1024 // 2
 
 
 @pytest.mark.parametrize("name, port", MOCKS.items())
