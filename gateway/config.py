@@ -352,6 +352,9 @@ class ProxySettings(Section):
 
     trusted_proxies: list[str] = Field(default_factory=list)
     max_body_bytes: int = Field(128 * 1024 * 1024, ge=0, description="0 means unlimited")
+    buffer_request_bytes: int = Field(
+        64 * 1024, ge=0, description="request bodies up to this size are read whole before an upstream "
+        "connection is taken (a stalled upload never holds one); larger ones stream (0: always stream)")
     max_header_bytes: int = Field(32 * 1024, ge=1024)
     max_url_bytes: int = Field(8192, ge=256, description="longest request target (414 beyond)")
     max_headers: int = Field(100, ge=8, description="most header fields in a request (431 beyond)")

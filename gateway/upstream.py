@@ -1,11 +1,15 @@
 """The upstream call: the terminal handler of the policy chain, on the engine's connection pools.
 
-Bodies stream both ways: the request body goes upstream as the client sends it (the client's
-connection stops being read while the upstream's socket is full), and the response body comes
-back as an async iterator, so a 100 MB upload or download never sits in memory. A small body of
-known length (at most `SMALL_BODY`) is read whole first, the way nginx's proxy_buffering does:
-one write to the client, the connection back in its pool at once, and an upstream that breaks
-mid-body still gets a clean 502 instead of a cut response.
+Bodies stream both ways, and small ones are read whole first. A request body of at most
+`proxy.buffer_request_bytes` is read from the client before an upstream connection is taken
+(nginx's proxy_request_buffering, HAProxy's http-buffer-request): a client that stalls mid-upload
+holds no upstream connection, and a whole chunked body goes upstream with a Content-Length. A
+larger one goes upstream as the client sends it (the client's connection stops being read while
+the upstream's socket is full). The response body comes back as an async iterator, so a 100 MB
+upload or download never sits in memory; one of known length up to `SMALL_BODY` is read whole
+first, the way nginx's proxy_buffering does: one write to the client, the connection back in its
+pool at once, and an upstream that breaks mid-body still gets a clean 502 instead of a cut
+response.
 
 Nothing is retried once any of the request may have been processed (a request is forwarded
 intact or refused, never sent twice): the one retry is an idempotent request without a body
@@ -23,6 +27,7 @@ from __future__ import annotations
 import itertools
 import ssl
 import time
+from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -81,6 +86,7 @@ class UpstreamPool:
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
         self.max_body_bytes = config.proxy.max_body_bytes  # 0: no limit
+        self.buffer_bytes = config.proxy.buffer_request_bytes  # 0: always stream
         self._rr = {name: itertools.cycle(s.upstreams) for name, s in config.services.items()}
         self.targets: dict[str, Target] = {}
         self._tls: dict[str, ssl.SSLContext | None] = {}
@@ -131,19 +137,27 @@ class UpstreamPool:
         target = self.targets[url]
         pool = self.pools[url]
         stall = ctx.route.settings.timeout or service.timeout
-        head = _request_head(ctx, target)
         has_body = ctx.has_body
         outcome = ctx.upstream = UpstreamOutcome(target=url)
         started = time.perf_counter()
         retry = not has_body and ctx.method in IDEMPOTENT_NO_BODY
-        body = _Limited(ctx.body, self.max_body_bytes) if has_body and ctx.body else None
+        body: AsyncIterable[bytes] | None = None
+        chunked = ctx.chunked
+        length: int | None = None  # of a chunked body read whole
         client = ctx.client
         try:
+            if has_body and ctx.body:
+                body = _Limited(ctx.body, self.max_body_bytes)
+                if self.buffer_bytes:
+                    body = await _Buffered.read(body, self.buffer_bytes)
+                    if body.complete and chunked:
+                        chunked, length = False, body.size
+            head = _request_head(ctx, target, length)
             if client is not None and client.left:  # it gave up while the policies ran
                 raise ClientGone("the client closed the connection")  # nothing goes upstream
             watch = client.watch_leave if client is not None else None
             try:
-                ex = await send(pool, head, body, chunked=ctx.chunked, head_only=ctx.method == "HEAD",
+                ex = await send(pool, head, body, chunked=chunked, head_only=ctx.method == "HEAD",
                                 stall=stall, connect_timeout=service.connect_timeout,
                                 small_body=SMALL_BODY, on_interim=ctx.interim, watch=watch)
             except UpstreamError as exc:
@@ -205,7 +219,8 @@ _FAILURE_ANSWERS: dict[Failure, tuple[int, str]] = {
 }
 
 
-def _request_head(ctx: RequestContext, target: Target) -> bytes:
+def _request_head(ctx: RequestContext, target: Target, length: int | None = None) -> bytes:
+    """The request head for the upstream; `length`: a chunked body read whole, sent with it."""
     path = ctx.route.upstream_path(ctx.raw_path)
     if target.base_path:
         path = target.base_path + path
@@ -216,7 +231,9 @@ def _request_head(ctx: RequestContext, target: Target) -> bytes:
     for name, value in ctx.headers:
         if name not in _NOT_FORWARDED:
             parts += (name, b": ", value, b"\r\n")
-    if ctx.chunked:
+    if length is not None:
+        parts += (b"content-length: ", str(length).encode(), b"\r\n")
+    elif ctx.chunked:
         parts.append(b"transfer-encoding: chunked\r\n")
     parts.append(b"\r\n")
     return b"".join(parts)
@@ -239,10 +256,50 @@ class _Limited:
         chunk = await self.body.read()
         if not chunk:
             raise StopAsyncIteration
-        self.received += len(chunk)
+        self.count(len(chunk))
+        return chunk
+
+    def count(self, size: int) -> None:
+        self.received += size
         if self.limit and self.received > self.limit:
             raise BodyTooLarge()
-        return chunk
+
+
+class _Buffered:
+    """A request body read ahead up to `limit` bytes: all of it (`complete`), or that much
+    first and the rest as it arrives."""
+
+    __slots__ = ("chunks", "rest", "size", "complete")
+
+    def __init__(self, chunks: list[bytes], rest: _Limited | None, size: int) -> None:
+        self.chunks = chunks
+        self.rest = rest
+        self.size = size
+        self.complete = rest is None
+
+    @classmethod
+    async def read(cls, body: _Limited, limit: int) -> _Buffered:
+        """Raises what reading the client's body raises (too large, stalled, gone)."""
+        chunks: list[bytes] = []
+        size = 0
+        while size <= limit:
+            chunk = await body.body.read()
+            if not chunk:
+                return cls(chunks, None, size)
+            body.count(len(chunk))
+            chunks.append(chunk)
+            size += len(chunk)
+        return cls(chunks, body, size)
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._chunks()
+
+    async def _chunks(self) -> AsyncIterator[bytes]:
+        for chunk in self.chunks:
+            yield chunk
+        if self.rest is not None:
+            async for chunk in self.rest:
+                yield chunk
 
 
 class _ResponseBody:

@@ -35,6 +35,7 @@ TIMEOUT = 1.0  # services.X.timeout unless a test needs its own
 READ = 3.0  # the longest any single read in these tests may wait
 
 OK = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+STREAM_UPLOADS = {"buffer_request_bytes": 0}  # every request body streams from its first byte
 
 
 # -- the scripted fake upstream ------------------------------------------------------------------
@@ -868,6 +869,75 @@ async def test_a_chunked_upload_is_forwarded_chunked_and_byte_exact() -> None:
         assert request.raw_body.endswith(b"\r\n0\r\n\r\n")
 
 
+async def test_a_stalled_small_upload_holds_no_upstream_connection() -> None:
+    """300 stalled uploads used to hold every pooled connection: small bodies are read first."""
+    async with gateway_to(OK, proxy={"pool_size": 2, "pool_timeout": 0.5}) as (upstream, url):
+        async with contextlib.AsyncExitStack() as stack:
+            stalled = []
+            for _ in range(10):  # five times the pool
+                reader, writer = await stack.enter_async_context(raw_connection(url))
+                writer.write(request_bytes("POST", "/a/up", b"content-length: 1000") + b"0123456789")
+                stalled.append((reader, writer))
+            await asyncio.sleep(0.3)
+            assert upstream.requests == []  # nothing went upstream yet
+            for _ in range(3):
+                got = await fetch(url)  # the pool is free for everyone else
+                assert got.status == 200
+            reader, writer = stalled[0]
+            writer.write(b"u" * 990)  # the upload completes: it goes upstream whole
+            got = await read_response(reader)
+            assert got.status == 200
+        posts = [r for r in upstream.requests if r.method == "POST"]
+        assert len(posts) == 1 and posts[0].complete
+        assert posts[0].body == b"0123456789" + b"u" * 990
+        assert posts[0].headers["content-length"] == "1000"
+
+
+async def test_a_small_chunked_upload_goes_upstream_whole_with_a_content_length() -> None:
+    body = pattern(5000)
+    pieces = [body[:1], body[1:3000], body[3000:]]
+
+    async def echo_length(peer: Peer, request: UpRequest) -> None:
+        peer.write(response(b"%d" % len(request.body)))
+
+    async with gateway_to(echo_length) as (upstream, url):
+        async with raw_connection(url) as (reader, writer):
+            writer.write(request_bytes("POST", "/a/up", b"transfer-encoding: chunked"))
+            for piece in pieces:
+                writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                await writer.drain()
+                await asyncio.sleep(0.01)
+            writer.write(b"0\r\n\r\n")
+            got = await read_response(reader)
+        assert got.status == 200 and got.body == b"5000"
+        [request] = upstream.requests
+        assert request.headers["content-length"] == "5000"
+        assert "transfer-encoding" not in request.headers
+        assert request.body == body
+
+
+async def test_an_upload_past_the_buffer_starts_upstream_before_it_ends() -> None:
+    async with gateway_to(response(b"done"), proxy={"buffer_request_bytes": 1000}) as (upstream, url):
+        async with raw_connection(url) as (reader, writer):
+            writer.write(request_bytes("POST", "/a/up", b"content-length: 5000") + b"u" * 2000)
+            await upstream.wait_requests(1)  # the head went upstream with the first 2000 bytes
+            writer.write(b"u" * 3000)
+            got = await read_response(reader)
+        assert got.status == 200
+        [request] = upstream.requests
+        assert request.complete and request.body == b"u" * 5000
+
+
+async def test_a_client_leaving_a_buffered_upload_sends_nothing_upstream() -> None:
+    async with gateway_to(OK) as (upstream, url):
+        async with raw_connection(url) as (reader, writer):
+            writer.write(request_bytes("POST", "/a/up", b"content-length: 1000") + b"u" * 10)
+            await asyncio.sleep(0.1)
+            abort(writer)
+        await asyncio.sleep(0.2)
+        assert upstream.requests == [] and upstream.connections == 0
+
+
 async def test_an_answer_before_the_upload_ended_is_forwarded_and_not_reused() -> None:
     body = pattern(200_000)
 
@@ -883,7 +953,7 @@ async def test_an_answer_before_the_upload_ended_is_forwarded_and_not_reused() -
         await peer.upstream.in_turn(peer)
 
     async with FakeUpstream(script=refuse_early) as upstream:
-        async with running_gateway(gateway_config(upstream.url)) as app:
+        async with running_gateway(gateway_config(upstream.url, proxy=STREAM_UPLOADS)) as app:
             async with raw_connection(app.url) as (reader, writer):
                 writer.write(request_bytes("PUT", "/a/up", body=body)[:-150_000])
                 await upstream.wait_requests(1)
@@ -904,7 +974,7 @@ async def test_an_answer_before_the_upload_ended_is_forwarded_and_not_reused() -
 @pytest.mark.parametrize("framing", ["content-length", "chunked"])
 async def test_a_client_leaving_mid_upload_closes_the_upstream_connection(framing: str,
                                                                           leaving: str) -> None:
-    async with gateway_to(response(b"never")) as (upstream, url):
+    async with gateway_to(response(b"never"), proxy=STREAM_UPLOADS) as (upstream, url):
         async with raw_connection(url) as (reader, writer):
             if framing == "chunked":
                 writer.write(request_bytes("POST", "/a/up", b"transfer-encoding: chunked")
