@@ -367,6 +367,9 @@ class ProxySettings(Section):
     idle_timeout: float = Field(60, gt=0, description="seconds a keep-alive connection may idle")
     body_timeout: float = Field(60, gt=0, description="longest gap while a request body arrives (408)")
     send_timeout: float = Field(60, gt=0, description="longest a client may leave a response unread")
+    request_timeout: float = Field(
+        900, ge=0, description="longest one request may take, from its head to its response's last byte: "
+        "408/504 problem if nothing was sent yet, else the connection is cut (0: none)")
     pool_size: int = Field(256, ge=1, description="connections per upstream target, per process")
     pool_timeout: float = Field(5, gt=0, description="seconds to wait for a free upstream connection (503)")
     upstream_keepalive: float = Field(30, gt=0, description="seconds an idle upstream connection is kept")

@@ -149,11 +149,15 @@ class HotPath:
         elapsed = time.perf_counter() - started  # until the last byte went out
         if self.chain.has_after:
             await self.chain.after(ctx, response)  # each policy's `after` (outcomes, cache stores)
-        self.stats.record(route, method, response.status, elapsed, ctx)
+        status = response.status
+        if request.answered:  # the engine answered first (request timeout, end of a drain)
+            status = request.answered
+            ctx.client_disconnected = False
+        self.stats.record(route, method, status, elapsed, ctx)
         if self.access_log is not None:
-            self.access_log.proxied(rid, method, ctx.path, route, response.status, elapsed, ctx)
+            self.access_log.proxied(rid, method, ctx.path, route, status, elapsed, ctx)
         if self.spans is not None and trace is not None and trace.sampled:
-            self.spans.record(ctx, trace, response.status, elapsed)
+            self.spans.record(ctx, trace, status, elapsed)
 
     def _check(self, route: Route, method: str, raw_path: bytes, content_length: int | None,
                rid: str, duplicate: bytes | None = None,

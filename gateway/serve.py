@@ -37,6 +37,7 @@ def limits_from(proxy: ProxySettings) -> Limits:
         send_timeout=proxy.send_timeout, max_pipelined=proxy.max_pipelined,
         max_connections=proxy.max_connections,
         max_connections_per_client=proxy.max_connections_per_client,
+        request_timeout=proxy.request_timeout,
     )
 
 

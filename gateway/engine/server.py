@@ -88,6 +88,7 @@ class Limits:
     max_pipelined: int = 16
     max_connections: int = 0  # open client connections per process (0: no cap)
     max_connections_per_client: int = 0  # per peer address (0: no cap)
+    request_timeout: float = 0.0  # from a request's start to its response's end (0: none)
 
 
 class Request:
@@ -95,7 +96,7 @@ class Request:
 
     __slots__ = ("method", "target", "path", "query", "headers", "version", "keep_alive", "body",
                  "conn", "expect_continue", "upgrade", "started", "complete", "content_length",
-                 "chunked")
+                 "chunked", "answered")
 
     def __init__(self, conn: HttpConnection, method: str, target: bytes, headers: Headers,
                  version: str, keep_alive: bool) -> None:
@@ -122,6 +123,9 @@ class Request:
         self.complete = False  # the whole request (head and body) has arrived
         self.content_length: int | None = None
         self.chunked = False
+        # the status the engine answered itself, ending the request early (the request timeout,
+        # the end of a drain): what the client got, whatever the handler's response was
+        self.answered = 0
 
     @property
     def peer(self) -> tuple[str, int]:
@@ -148,7 +152,8 @@ class Server:
         self._sweeper: asyncio.TimerHandle | None = None
         lim = self.limits
         self.tick = max(0.05, min(1.0, lim.header_timeout / 4, lim.idle_timeout / 4,
-                                  lim.body_timeout / 4, lim.send_timeout / 4))
+                                  lim.body_timeout / 4, lim.send_timeout / 4,
+                                  lim.request_timeout / 4 if lim.request_timeout else 1.0))
         self.loop: asyncio.AbstractEventLoop | None = None
         self.servers: list[asyncio.base_events.Server] = []
 
@@ -176,6 +181,8 @@ class Server:
                 conn.on_read_timeout()
             if conn.write_deadline and now > conn.write_deadline:
                 conn.on_write_timeout()
+            if conn.request_deadline and now > conn.request_deadline:
+                conn.on_request_timeout()
         self._sweeper = loop.call_later(self.tick, self._sweep)
 
     def start_sweeping(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -224,6 +231,7 @@ class HttpConnection(asyncio.Protocol):
         self._counted = False  # counted in server.per_peer
         self.read_deadline = 0.0
         self.write_deadline = 0.0
+        self.request_deadline = 0.0  # the running request's end, by proxy.request_timeout
         self._read_kind = ""
         # the request being parsed
         self._url: list[bytes] = []
@@ -290,7 +298,7 @@ class HttpConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self.read_deadline = self.write_deadline = 0.0
+        self.read_deadline = self.write_deadline = self.request_deadline = 0.0
         self.server.connections.discard(self)
         if self._counted:
             self._counted = False
@@ -542,6 +550,8 @@ class HttpConnection(asyncio.Protocol):
         self._active = request
         self._state = 0
         self._sent_continue = False
+        if self.limits.request_timeout:
+            self.request_deadline = self.loop.time() + self.limits.request_timeout
         if not self._running:
             self._running = True
             self.loop.create_task(self._serve(request))
@@ -584,6 +594,7 @@ class HttpConnection(asyncio.Protocol):
 
     def _finish(self, request: Request) -> None:
         self._active = None
+        self.request_deadline = 0.0
         if self.closed:
             return
         if self._closing or not request.keep_alive or self.server.draining:
@@ -669,6 +680,25 @@ class HttpConnection(asyncio.Protocol):
     def on_write_timeout(self) -> None:
         self.write_deadline = 0.0
         self.abort()
+
+    def on_request_timeout(self) -> None:
+        """The running request outlived `request_timeout`: answer it now if nothing was sent
+        (408 while its body is still arriving, else 504), or cut the response under way. The
+        connection closes, so whatever still works on the request (an upload, the upstream's
+        answer) is dropped with it (connection_lost)."""
+        self.request_deadline = 0.0
+        request = self._active
+        if request is None or self.closed:
+            return
+        if self._state == 0:
+            uploading = request.body is not None and not request.complete
+            status = 408 if uploading else 504
+            what = "its body did not arrive" if uploading else "it was not answered"
+            self._answer_and_close(request, status, [], problem_body(
+                status, f"{what} within the request timeout ({self.limits.request_timeout:g}s)",
+                kind="request-timeout"))
+        else:
+            self.abort()
 
     # -- writing responses -------------------------------------------------------------------
     @property
@@ -864,14 +894,19 @@ class HttpConnection(asyncio.Protocol):
         nowhere), and cut a response under way (it must not look complete)."""
         if self.closed:
             return
-        if self._active is not None and self._state == 0:
-            self._closing = True
-            self.respond(503, [(b"content-type", b"application/problem+json"), (b"retry-after", b"1")],
-                         problem_body(503, "the gateway is shutting down: retry the request",
-                                      kind="shutting-down"))
-            self.close()
+        request = self._active
+        if request is not None and self._state == 0:
+            self._answer_and_close(request, 503, [(b"retry-after", b"1")], problem_body(
+                503, "the gateway is shutting down: retry the request", kind="shutting-down"))
         else:
             self.abort()
+
+    def _answer_and_close(self, request: Request, status: int, headers: Headers, body: bytes) -> None:
+        """The engine's own answer to a running request whose handler has not answered."""
+        request.answered = status
+        self._closing = True
+        self.respond(status, [(b"content-type", b"application/problem+json"), *headers], body)
+        self.close()
 
     def close_if_idle(self) -> None:
         if self._active is None and not self._queue and not self.closed:
