@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -11,6 +12,9 @@ from typing import Any
 
 import pytest
 import yaml
+
+from gateway.config import load_config
+from gateway.forwarding import TrustedProxies
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -186,3 +190,95 @@ def test_compose_schema_check_rejects_a_broken_file(
         timeout=60,
     )
     assert result.returncode != 0
+
+
+# --- Who may set X-Forwarded-For: the load balancer alone (issue #12) ---------------------
+
+GATEWAY_CONFIG = REPO / "deploy" / "compose" / "gateway.yaml"
+PRIVATE_RANGES = [
+    ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
+]
+
+
+def _edge(config: dict[str, Any]) -> tuple[str, ipaddress.IPv4Network, ipaddress.IPv4Network]:
+    """The network lb sits on, its subnet and the range Docker allocates automatic addresses from."""
+    (name,) = config["services"]["lb"]["networks"]
+    (pool,) = config["networks"][name]["ipam"]["config"]
+    return name, ipaddress.IPv4Network(pool["subnet"]), ipaddress.IPv4Network(pool["ip_range"])
+
+
+def _lb_address(config: dict[str, Any]) -> ipaddress.IPv4Address:
+    name, _, _ = _edge(config)
+    return ipaddress.IPv4Address(config["services"]["lb"]["networks"][name]["ipv4_address"])
+
+
+def _trusted(environ: dict[str, str] | None = None) -> list[str]:
+    return load_config(GATEWAY_CONFIG, environ=environ or {}).proxy.trusted_proxies
+
+
+def test_lb_has_a_fixed_address_no_replica_can_take(config: dict[str, Any]) -> None:
+    name, subnet, ip_range = _edge(config)
+    lb = _lb_address(config)
+    assert lb in subnet
+    # The replicas start first (lb waits for them); automatic addresses come from ip_range only.
+    assert lb not in ip_range
+    assert ip_range.subnet_of(subnet) and ip_range.num_addresses >= 64
+    # Nobody else on the network has a fixed address (a scaled service cannot have one).
+    fixed = {
+        service: net["ipv4_address"]
+        for service, spec in config["services"].items()
+        for net in (spec.get("networks") or {}).values()
+        if net and net.get("ipv4_address")
+    }
+    assert fixed == {"lb": str(lb)}
+
+
+def test_lb_shares_its_network_with_the_gateways_only(config: dict[str, Any]) -> None:
+    name, _, _ = _edge(config)
+    on_edge = {s for s, spec in config["services"].items() if name in (spec.get("networks") or {})}
+    assert on_edge == {"lb", "gateway"}
+    assert set(config["services"]["lb"]["networks"]) == {name}
+
+
+def test_gateways_still_reach_redis_and_the_mocks(config: dict[str, Any]) -> None:
+    services = config["services"]
+    gateway_nets = set(services["gateway"]["networks"])
+    for other in ("redis", *MOCKS):
+        assert gateway_nets & set(services[other]["networks"]), f"gateway cannot reach {other}"
+    # Prometheus (observability profile) finds the replicas under `gateway` on `default`.
+    assert "default" in gateway_nets
+
+
+def test_gateways_trust_x_forwarded_for_from_the_lb_address_only(config: dict[str, Any]) -> None:
+    assert _trusted() == [f"{_lb_address(config)}/32"]
+
+
+def test_no_private_range_is_trusted(config: dict[str, Any]) -> None:
+    for entry in _trusted():
+        network = ipaddress.ip_network(entry, strict=False)
+        assert network.num_addresses == 1, f"{entry} trusts more than one address"
+    trusted = TrustedProxies(_trusted())
+    lb = _lb_address(config)
+    _, subnet, _ = _edge(config)
+    for private in PRIVATE_RANGES:
+        for address in (private[1], private[-2], private[private.num_addresses // 2]):
+            assert not trusted.trusts(str(address)), address
+    # Nor the rest of lb's own network: the bridge's gateway address (where clients of the
+    # published port can appear from) and every replica.
+    for address in subnet.hosts():
+        assert trusted.trusts(str(address)) == (address == lb), address
+
+
+def test_a_client_on_a_private_network_cannot_pick_its_address(config: dict[str, Any]) -> None:
+    """What the gateway makes of lb's X-Forwarded-For under the shipped trusted_proxies."""
+    trusted = TrustedProxies(_trusted())
+    lb = str(_lb_address(config))
+    client = "192.168.1.50"  # e.g. a machine on the office LAN, itself a private address
+    # nginx appends $remote_addr to whatever the client sent: forgeries stay on the left.
+    for forged in ("10.1.2.3", "203.0.113.9", "10.0.0.1, 172.16.0.1", "172.28.0.10"):
+        chain = f"{forged}, {client}".encode()
+        assert trusted.client_ip(lb, chain) == client
+    assert trusted.client_ip(lb, client.encode()) == client
+    # A peer other than lb (a container on `default`, another replica) is not believed at all.
+    for peer in ("172.28.0.130", "172.18.0.5", "10.0.0.7"):
+        assert trusted.client_ip(peer, b"203.0.113.9") == peer
