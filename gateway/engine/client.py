@@ -33,6 +33,7 @@ import asyncio
 import ssl
 from collections import deque
 from collections.abc import AsyncIterable, Callable
+from typing import Any
 
 from httptools import (
     HttpParserCallbackError,
@@ -521,9 +522,11 @@ class TargetPool:
                 return conn
         return None
 
-    async def acquire(self, connect_timeout: float, fresh: bool = False) -> UpstreamConnection:
+    async def acquire(self, connect_timeout: float, fresh: bool = False,
+                      watch: Callable[[asyncio.Future[Any]], None] | None = None) -> UpstreamConnection:
         """An idle connection (reused) or a new one; waits while `limit` are busy. `fresh`
-        (a retry) never takes a reused one."""
+        (a retry) never takes a reused one. `watch` is handed the wait, so that a client who
+        leaves meanwhile stops waiting (it fails the wait)."""
         while True:
             idle = self.idle
             while idle:
@@ -537,17 +540,19 @@ class TargetPool:
                 return await self._connect(connect_timeout)
             if len(self._waiters) >= self.max_pending:  # a bulkhead: refuse now, not queue on
                 raise UpstreamError(Failure.POOL, f"{len(self._waiters)} requests already wait for a connection")
-            handed = await self._wait()
+            handed = await self._wait(watch)
             if handed is None or handed.closed:
                 continue  # a slot came free (or the handed connection died): look again
             if not fresh:
                 return handed
             handed.close()
 
-    async def _wait(self) -> UpstreamConnection | None:
+    async def _wait(self, watch: Callable[[asyncio.Future[Any]], None] | None) -> UpstreamConnection | None:
         waiter: asyncio.Future[UpstreamConnection | None] = self.loop.create_future()
         self._waiters.append(waiter)
         timer = self.loop.call_later(self.wait_timeout, _expire, waiter, self.wait_timeout)
+        if watch is not None:
+            watch(waiter)  # the watcher only ever fails it (ClientGone)
         try:
             return await waiter
         except asyncio.CancelledError:
@@ -646,7 +651,7 @@ async def send(pool: TargetPool, head: bytes, body: AsyncIterable[bytes] | None,
                head_only: bool, stall: float, connect_timeout: float, small_body: int,
                on_interim: Callable[[int, Headers], None] | None = None,
                fresh: bool = False,
-               watch: Callable[[asyncio.Future[None]], None] | None = None) -> Exchange:
+               watch: Callable[[asyncio.Future[Any]], None] | None = None) -> Exchange:
     """Send one request and wait for its response head.
 
     `stall` bounds the wait for the head and every gap in the body (and a stalled upload);
@@ -658,7 +663,7 @@ async def send(pool: TargetPool, head: bytes, body: AsyncIterable[bytes] | None,
     """
     conn = None if fresh else pool.take()
     if conn is None:
-        conn = await pool.acquire(connect_timeout, fresh=fresh)
+        conn = await pool.acquire(connect_timeout, fresh=fresh, watch=watch)
     ex = conn.begin(head_only, small_body, on_interim)
     transport = conn.transport
     assert transport is not None

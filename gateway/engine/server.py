@@ -262,7 +262,7 @@ class HttpConnection(asyncio.Protocol):
         self._sent_continue = False
         self._end_waiters: list[asyncio.Future[None]] = []
         # failed with ClientGone if the client leaves while it is pending (see watch_leave)
-        self._watched: asyncio.Future[None] | None = None
+        self._watched: asyncio.Future[Any] | None = None
         # the connection's runner task (see _serve)
         self._running = False
         self._waiter: asyncio.Future[Request | None] | None = None
@@ -706,7 +706,7 @@ class HttpConnection(asyncio.Protocol):
         """The client closed its side or the connection: it will read no answer."""
         return self._eof or self.closed
 
-    def watch_leave(self, future: asyncio.Future[None]) -> None:
+    def watch_leave(self, future: asyncio.Future[Any]) -> None:
         """Fail `future` (the upstream's response head) with ClientGone if the client leaves
         before it resolves: the caller drops the upstream request instead of finishing it for
         nobody."""

@@ -1045,6 +1045,36 @@ async def test_a_client_leaving_before_the_response_head_drops_the_upstream_requ
         assert upstream.connections == 2
 
 
+@pytest.mark.parametrize("goodbye", ["fin", "reset"])
+async def test_a_client_leaving_while_queued_for_a_connection_is_never_forwarded(goodbye: str) -> None:
+    released = asyncio.Event()
+
+    async def held(peer: Peer, request: UpRequest) -> None:
+        await released.wait()
+        peer.write(response(b"held"))
+
+    async with gateway_to(held, response(b"next"), proxy={"pool_size": 1, "pool_timeout": 5}) as (upstream, url):
+        first = asyncio.create_task(fetch(url))
+        try:
+            await upstream.wait_requests(1)
+            async with raw_connection(url) as (reader, writer):
+                writer.write(request_bytes("GET", "/a/queued"))
+                await asyncio.sleep(0.2)  # waiting for the only connection
+                if goodbye == "fin":
+                    writer.write_eof()
+                    async with asyncio.timeout(1.0):  # it stops waiting at once, answers nothing
+                        assert await reader.read() == b""
+                else:
+                    abort(writer)
+                    await asyncio.sleep(0.2)
+        finally:
+            released.set()
+        assert (await first).body == b"held"
+        got = await fetch(url)  # the connection went back to the pool, not to the one who left
+        assert got.status == 200 and got.body == b"next"
+        assert [r.target for r in upstream.requests] == ["/a/x", "/a/x"] and upstream.connections == 1
+
+
 # -- 12. https upstreams -----------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def private_ca(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path, Path]]:
