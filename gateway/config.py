@@ -341,7 +341,7 @@ class RedisSettings(Section):
                 f"got {scheme + '://...' if scheme else 'no scheme'}"  # never echo a password
             )
         if scheme.endswith("+cluster") or scheme == "redis+sentinel":
-            from gateway.topology import parse_url
+            from gateway.redis_urls import parse_url
 
             parse_url(value)  # its ValueError names what is wrong with the node list or master
         return value

@@ -11,22 +11,15 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway import __version__
+from gateway.control_problem import PROBLEM, problem_response
 from gateway.dashboard import mount_dashboard
 from gateway.metrics.document import metrics_document
 from gateway.metrics.exposition import render, wants_prometheus
-from gateway.problem import problem_body
 
 if TYPE_CHECKING:
     from gateway.runtime import Gateway
 
-PROBLEM = "application/problem+json"
 FORMATS = ("json", "prometheus", "text", "openmetrics")
-
-
-def _problem(status: int, detail: str, request: Request, **extra: Any) -> Response:
-    rid = request.headers.get("x-request-id")
-    body = problem_body(status, detail, instance=request.url.path, request_id=rid, **extra)
-    return Response(body, status_code=status, media_type=PROBLEM)
 
 
 def create_control_app(gateway: Gateway) -> FastAPI:
@@ -44,8 +37,8 @@ def create_control_app(gateway: Gateway) -> FastAPI:
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
         if exc.status_code == 404:
-            return _problem(404, f"no route for {request.url.path}", request)
-        return _problem(exc.status_code, str(exc.detail), request)
+            return problem_response(404, f"no route for {request.url.path}", request)
+        return problem_response(exc.status_code, str(exc.detail), request)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
@@ -53,7 +46,7 @@ def create_control_app(gateway: Gateway) -> FastAPI:
             {"field": ".".join(str(p) for p in e["loc"][1:]) or e["loc"][0], "message": e["msg"]}
             for e in exc.errors()
         ]
-        return _problem(422, "the request is not valid", request, errors=errors)
+        return problem_response(422, "the request is not valid", request, errors=errors)
 
     @app.get("/", summary="Gateway information: version, routes and services")
     async def root() -> dict[str, Any]:
@@ -111,7 +104,7 @@ def create_control_app(gateway: Gateway) -> FastAPI:
         gw: Gateway = app.state.gateway
         if not gw.ready or gw.draining:
             reason = "draining" if gw.draining else "starting"
-            return _problem(503, f"gateway is {reason}", request)
+            return problem_response(503, f"gateway is {reason}", request)
         return JSONResponse({"status": "ready", "replica": gw.replica_id})
 
     @app.get(
@@ -130,7 +123,7 @@ def create_control_app(gateway: Gateway) -> FastAPI:
                       scope: Literal["cluster", "replica"] = "cluster") -> Response:
         gw: Gateway = app.state.gateway
         if format is not None and format.lower() not in FORMATS:
-            return _problem(400, f"unknown format {format!r}: use one of {', '.join(FORMATS)}", request)
+            return problem_response(400, f"unknown format {format!r}: use one of {', '.join(FORMATS)}", request)
         flavour = wants_prometheus(request.headers.get("accept", ""), format)
         if flavour is not None:
             body, content_type = await render(gw, flavour)

@@ -13,6 +13,8 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 
+from gateway.control_problem import problem_response
+
 STATIC = Path(__file__).with_name("static")
 ASSETS = {
     "dashboard.js": "text/javascript; charset=utf-8",
@@ -42,7 +44,5 @@ def mount_dashboard(app: FastAPI) -> None:
     async def asset(name: str, request: Request) -> Response:
         media_type = ASSETS.get(name)
         if media_type is None:
-            from gateway.control import _problem  # the control plane's problem responses
-
-            return _problem(404, f"no dashboard asset {name!r}", request)
+            return problem_response(404, f"no dashboard asset {name!r}", request)
         return Response(_read(name), media_type=media_type, headers={"cache-control": "no-cache"})

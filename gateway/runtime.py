@@ -83,7 +83,7 @@ class Gateway:
         await self.upstream.start()
         self.replicas = ReplicaRegistry(self.store, self.config, self.replica_id)
         await self.replicas.start()
-        self.telemetry = Telemetry(self)
+        self.telemetry = Telemetry(self.config, self.replica_id, self.stats)
         composition = build_policies(self.config, self.store, self.replicas)
         chain_policies = composition.policies
         self.policies = {p.name: p for p in chain_policies}
@@ -91,7 +91,7 @@ class Gateway:
             start = getattr(policy, "start", None)
             if start is not None:
                 await start()
-        await self.telemetry.start(self.store)
+        await self.telemetry.start(self.store, self.policies)
         chain = PolicyChain(chain_policies, self.upstream, self.store, routes=composition.routes)
         proxy = self.config.proxy
         self.hotpath = HotPath(

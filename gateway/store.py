@@ -36,6 +36,7 @@ from redis.exceptions import (
 )
 
 from gateway.redis_lane import RespPool
+from gateway.redis_urls import redact
 
 log = logging.getLogger("gateway.store")
 
@@ -399,7 +400,7 @@ def redis_store(url: str, *, timeout: float = 0.25, connect_timeout: float = 0.2
         retry_on_timeout=False,
         health_check_interval=0,
     )
-    store = Store(client, timeout=timeout, probe_interval=probe_interval, description=_redact(url))
+    store = Store(client, timeout=timeout, probe_interval=probe_interval, description=redact(url))
     if url.startswith("redis://"):
         store.resp = RespPool(url)
     return store
@@ -417,12 +418,3 @@ class HiredisPackingConnection(aioredis.Connection):
         if (isinstance(first, str) and " " in first) or (isinstance(first, bytes) and b" " in first):
             return super().pack_command(*args)  # "CONFIG GET"-style names are split by redis-py
         return [_hiredis_pack(args)]
-
-
-def _redact(url: str) -> str:
-    """The URL without its password, for logs."""
-    if "@" not in url:
-        return url
-    scheme, _, rest = url.partition("://")
-    creds, _, host = rest.rpartition("@")
-    return f"{scheme}://***@{host}" if creds else url

@@ -11,10 +11,12 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from gateway.background import Periodic
+from gateway.config import GatewayConfig
 from gateway.metrics.cluster import ClusterStats
 from gateway.metrics.multiproc import ProcessFiles, metrics_dir
 from gateway.metrics.series import samples
@@ -22,9 +24,6 @@ from gateway.spans import SpanExport, span_export
 from gateway.stats import RequestStats
 from gateway.store import Store
 from gateway.tracing import TracePropagation
-
-if TYPE_CHECKING:
-    from gateway.runtime import Gateway
 
 log = logging.getLogger("gateway.metrics")
 
@@ -34,25 +33,29 @@ FLUSH_INTERVAL = 1.0  # seconds between copies of this process's totals into its
 class Telemetry:
     """Metrics files, cluster snapshots, store timing and span export for one process."""
 
-    def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
-        tracing = gateway.config.tracing
+    def __init__(self, config: GatewayConfig, replica_id: str, stats: RequestStats) -> None:
+        self.config = config
+        self.replica_id = replica_id
+        self.stats = stats
+        tracing = config.tracing
         self.tracing = TracePropagation(tracing.sample_ratio) if tracing.enabled else None
         self.spans: SpanExport | None = None
         self.metrics_dir: Path | None = None
         self.cluster: ClusterStats | None = None
+        self.policies: Mapping[str, Any] = {}
         self._files: ProcessFiles | None = None
         self._rounds: Periodic | None = None
         self._next_publish = 0.0
 
-    async def start(self, store: Store) -> None:
-        gw = self.gateway
-        self.spans = span_export(gw.config.tracing, gw.replica_id) if self.tracing else None
+    async def start(self, store: Store, policies: Mapping[str, Any]) -> None:
+        """`policies` by name: the cache's per-process counters are read from its metrics()."""
+        self.policies = policies
+        self.spans = span_export(self.config.tracing, self.replica_id) if self.tracing else None
         self.metrics_dir = metrics_dir()
         if self.metrics_dir is not None:
             self._files = ProcessFiles(self.metrics_dir)
-        watch_store(store, gw.stats)
-        self.cluster = ClusterStats(store, gw.config, gw.replica_id, gw.stats)
+        watch_store(store, self.stats)
+        self.cluster = ClusterStats(store, self.config, self.replica_id, self.stats)
         await self.cluster.publish()
         self._next_publish = time.monotonic() + self.cluster.interval
         self._rounds = Periodic(min(FLUSH_INTERVAL, self.cluster.interval), self._round,
@@ -62,7 +65,7 @@ class Telemetry:
     def flush(self) -> None:
         """Copy this process's totals into its multiprocess files (no-op in a single process)."""
         if self._files is not None:
-            self._files.write(samples(self.gateway.stats))
+            self._files.write(samples(self.stats))
 
     async def _round(self) -> None:
         """Multiprocess files every round; the cluster snapshot every `cluster.interval`."""
@@ -75,7 +78,7 @@ class Telemetry:
 
     async def _copy_policy_counters(self) -> None:
         """Per-process counters a policy keeps itself, taken from its public metrics()."""
-        cache = self.gateway.policies.get("cache")
+        cache = self.policies.get("cache")
         metrics = getattr(cache, "metrics", None)
         if metrics is None:
             return
@@ -83,7 +86,7 @@ class Telemetry:
             doc: dict[str, Any] = await metrics()
             waits = doc.get("coalesced_waits")
             if isinstance(waits, int):
-                self.gateway.stats.policy_counters["cache_coalesced_waits"] = waits
+                self.stats.policy_counters["cache_coalesced_waits"] = waits
 
     async def close(self) -> None:
         if self._rounds is not None:

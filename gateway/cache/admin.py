@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from gateway.control_problem import problem_response
 from gateway.identity import admin_from_headers, admin_required
-from gateway.problem import problem_body
 from gateway.store import StoreError
 
 router = APIRouter(prefix="/admin/cache", tags=["cache"])
@@ -40,12 +38,6 @@ class PurgeResult(BaseModel):
     prefix: str | None = None
 
 
-def _problem(status: int, detail: str, **extra: Any) -> Response:
-    headers = {k.decode(): v.decode() for k, v in extra.pop("headers", [])}
-    return Response(problem_body(status, detail, **extra), status_code=status,
-                    media_type="application/problem+json", headers=headers)
-
-
 @router.post(
     "/purge",
     response_model=PurgeResult,
@@ -56,7 +48,7 @@ async def purge(request: Request) -> Response:
     gateway = request.app.state.gateway
     policy = gateway.policies.get("cache") if gateway is not None else None
     if policy is None:
-        return _problem(503, "the cache is not running", kind="cache-disabled")
+        return problem_response(503, "the cache is not running", kind="cache-disabled")
     refused = admin_required(admin_from_headers(gateway.config, list(request.scope.get("headers") or [])))
     if refused is not None:
         return Response(refused.body, status_code=refused.status, media_type="application/problem+json",
@@ -67,11 +59,11 @@ async def purge(request: Request) -> Response:
     except ValidationError as exc:
         errors = [{"field": ".".join(str(p) for p in e["loc"]) or "(body)", "message": e["msg"].removeprefix("Value error, ")}
                   for e in exc.errors()]
-        return _problem(400, "the purge request is not valid", kind="invalid-purge", errors=errors)
+        return problem_response(400, "the purge request is not valid", kind="invalid-purge", errors=errors)
     except ValueError:
-        return _problem(400, "the body must be JSON: {\"url\": ...} or {\"prefix\": ...}", kind="invalid-purge")
+        return problem_response(400, "the body must be JSON: {\"url\": ...} or {\"prefix\": ...}", kind="invalid-purge")
     try:
         count = await policy.purge(url=spec.url, prefix=spec.prefix)
     except StoreError:
-        return _problem(503, "the cache store is unavailable; nothing was purged", kind="cache-store-unavailable")
+        return problem_response(503, "the cache store is unavailable; nothing was purged", kind="cache-store-unavailable")
     return JSONResponse(PurgeResult(purged=count, url=spec.url, prefix=spec.prefix).model_dump(exclude_none=True))

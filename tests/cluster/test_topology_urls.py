@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from gateway.config import ConfigError, RedisSettings, parse_config
+from gateway.redis_urls import Topology, parse_url
 from gateway.store import StoreError
-from gateway.topology import ClusterStore, SentinelStore, Topology, make_store, parse_url
+from gateway.topology import ClusterStore, SentinelStore, make_store
 
 
 def test_cluster_url_with_several_seeds():
