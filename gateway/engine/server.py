@@ -875,13 +875,15 @@ class HttpConnection(asyncio.Protocol):
 
     # -- closing -----------------------------------------------------------------------------
     def abort(self) -> None:
-        """Cut the connection now (a response that broke must not look complete)."""
+        """Cut the connection now (a response that broke must not look complete), dropping
+        whatever is still buffered: `transport.close()` would wait for a client that does not
+        read, and hold the connection, its buffer and the upstream behind it indefinitely."""
         self._state = 2
         if self._end_waiters:
             self._ended()
         if not self.closed and self.transport is not None:
             self.closed = True
-            self.transport.close()
+            self.transport.abort()  # connection_lost follows at once: the writer gets ClientGone
 
     def close(self) -> None:
         if not self.closed and self.transport is not None:
