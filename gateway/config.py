@@ -4,6 +4,12 @@ The seed's configuration is accepted verbatim; richer forms extend it (a route g
 mapping, a rate-limit tier given as windows, per-service breaker settings). Unknown keys are
 errors, so a typo never silently turns a policy off.
 
+Each policy's schema lives beside its code and is composed here: `gateway/ratelimit/settings.py`
+(`rate_limit`, `rate_limits`, a route's `rate_limit`), `gateway/breaker/settings.py`
+(`circuit_breaker`), `gateway/cache/settings.py` (`cache`, a route's `cache`) and
+`gateway/identity/settings.py` (`auth`); the base `Section` and shared checks are in
+`gateway/settings.py`. This module keeps the sections no one policy owns.
+
 Load order: defaults < file (`--config`, `$GATEWAY_CONFIG`, `./gateway.yaml`) < environment
 (`GATEWAY_SECTION__KEY=value`, values parsed as YAML scalars, e.g. `GATEWAY_REDIS__URL`).
 """
@@ -19,7 +25,23 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from gateway.breaker.settings import BreakerSettings as BreakerSettings
+from gateway.breaker.settings import ErrorRatioSettings as ErrorRatioSettings
+from gateway.cache.settings import CacheSettings as CacheSettings
+from gateway.cache.settings import RouteCache as RouteCache
+from gateway.identity.settings import AuthSettings as AuthSettings
+from gateway.identity.settings import ConsumerSettings as ConsumerSettings
+from gateway.ratelimit.settings import Algorithm as Algorithm
+from gateway.ratelimit.settings import RateLimitSettings as RateLimitSettings
+from gateway.ratelimit.settings import RateWindow as RateWindow
+from gateway.ratelimit.settings import RouteRateLimit as RouteRateLimit
+from gateway.ratelimit.settings import TierSettings as TierSettings
+from gateway.ratelimit.settings import default_tiers, tier_short_form
+from gateway.settings import HTTP_METHODS as HTTP_METHODS
+from gateway.settings import Section as Section
+from gateway.settings import check_http_url, http_methods
 
 ENV_PREFIX = "GATEWAY_"
 DEFAULT_CONFIG_FILE = "gateway.yaml"
@@ -27,54 +49,6 @@ DEFAULT_CONFIG_FILE = "gateway.yaml"
 
 class ConfigError(Exception):
     """The configuration is invalid; the message names the field and the problem."""
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def _check_http_url(value: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"must be an http:// or https:// URL with a host, got {value!r}")
-    try:
-        parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError as exc:
-        raise ValueError(f"bad port in {value!r}") from exc
-    if parts.query or parts.fragment:
-        raise ValueError(f"must not carry a query or fragment, got {value!r}")
-    return value.rstrip("/")
-
-
-# -- circuit breaker ---------------------------------------------------------------------------
-class ErrorRatioSettings(Section):
-    """Open when the failure ratio over a rolling window exceeds `threshold`."""
-
-    threshold: float = Field(0.5, gt=0, le=1)
-    window: float = Field(30, gt=0, description="rolling window, seconds")
-    min_requests: int = Field(20, ge=1)
-
-
-class BreakerSettings(Section):
-    """The seed's `circuit_breaker` block; a service may override any of it."""
-
-    enabled: bool = True
-    mode: Literal["consecutive", "error_ratio"] = "consecutive"
-    failure_threshold: int = Field(5, ge=1, description="consecutive failures that open it")
-    timeout: float = Field(60, gt=0, description="seconds open before half-open")
-    half_open_timeout: float = Field(30, gt=0, description="lease of a half-open probe, seconds")
-    half_open_max_calls: int = Field(1, ge=1)
-    success_threshold: int = Field(1, ge=1)
-    error_ratio: ErrorRatioSettings = ErrorRatioSettings()
-    failure_statuses: list[int] = Field(default_factory=lambda: list(range(500, 600)))
-
-    @field_validator("failure_statuses")
-    @classmethod
-    def _statuses(cls, value: list[int]) -> list[int]:
-        for status in value:
-            if not 500 <= status <= 599:
-                raise ValueError(f"only 5xx statuses can count as failures, got {status}")
-        return value
 
 
 # -- services ----------------------------------------------------------------------------------
@@ -97,12 +71,12 @@ class ServiceSettings(Section):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
-        return None if value is None else _check_http_url(value)
+        return None if value is None else check_http_url(value)
 
     @field_validator("targets")
     @classmethod
     def _targets(cls, value: list[str]) -> list[str]:
-        return [_check_http_url(v) for v in value]
+        return [check_http_url(v) for v in value]
 
     @field_validator("ca_file")
     @classmethod
@@ -133,125 +107,6 @@ class ServiceSettings(Section):
         return [self.url] if self.url else list(self.targets)
 
 
-HTTP_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
-
-
-def _http_methods(value: list[str] | None) -> list[str] | None:
-    """Upper-cased method names; an unknown one is an error naming it."""
-    if value is None:
-        return None
-    upper = [m.upper() for m in value]
-    for m in upper:
-        if m not in HTTP_METHODS:
-            raise ValueError(f"unknown HTTP method {m!r}")
-    return upper
-
-
-# -- rate limits -------------------------------------------------------------------------------
-Algorithm = Literal["sliding_window", "sliding_log"]
-
-
-class RateWindow(Section):
-    """`limit` requests per `window` seconds."""
-
-    limit: int = Field(ge=1)
-    window: float = Field(gt=0)
-
-
-class TierSettings(Section):
-    """A tier's windows; the seed's plain number means that many requests per minute."""
-
-    windows: list[RateWindow] = Field(min_length=1)
-    algorithm: Algorithm | None = None
-
-    @field_validator("windows")
-    @classmethod
-    def _distinct(cls, value: list[RateWindow]) -> list[RateWindow]:
-        return _distinct_windows(value)
-
-
-class RouteRateLimit(Section):
-    """A route's extra windows, applied on top of the consumer's tier (both must allow)."""
-
-    windows: list[RateWindow] = Field(min_length=1)
-    methods: list[str] | None = None
-    algorithm: Algorithm | None = None
-
-    @field_validator("windows")
-    @classmethod
-    def _distinct(cls, value: list[RateWindow]) -> list[RateWindow]:
-        return _distinct_windows(value)
-
-    @field_validator("methods")
-    @classmethod
-    def _methods(cls, value: list[str] | None) -> list[str] | None:
-        return _http_methods(value)
-
-
-def _distinct_windows(value: list[RateWindow]) -> list[RateWindow]:
-    # One counter per window length: two windows of the same length would share a key.
-    lengths = [round(w.window * 1000) for w in value]
-    if len(lengths) != len(set(lengths)):
-        raise ValueError("each window length may appear only once")
-    return value
-
-
-class RateLimitSettings(Section):
-    enabled: bool = True
-    algorithm: Algorithm = "sliding_window"
-    on_store_failure: Literal["open", "closed", "local"] = "local"
-    headers: bool = True
-    heartbeat_interval: float = Field(
-        2.0, gt=0, description="seconds between replica heartbeats (live count for 'local')"
-    )
-    usage_flush_interval: float = Field(
-        1.0, gt=0, description="seconds between flushes of per-consumer usage counters to Redis"
-    )
-    usage_max_consumers: int = Field(
-        10_000, ge=1, description="consumers tracked in the usage hash; later ones count as '_other'"
-    )
-
-
-# -- cache -------------------------------------------------------------------------------------
-class CacheSettings(Section):
-    """The seed's `cache: {ttl: 300}`: freshness for responses that carry none of their own.
-
-    `ttl: 0` stores only responses with explicit freshness (max-age, s-maxage, Expires).
-    """
-
-    enabled: bool = True
-    ttl: float = Field(300, ge=0)
-    max_body_bytes: int = Field(1_048_576, ge=0, description="larger responses stream through unstored")
-    max_bytes: int = Field(
-        67_108_864, ge=0,
-        description="bytes the cache may hold in Redis, cluster-wide (0: no budget, Redis' maxmemory decides)",
-    )
-    lock_timeout: float = Field(5, gt=0, description="lease of a miss being filled, seconds")
-    max_variants: int = Field(8, ge=1, description="Vary variants kept per URL and scope")
-    stale_retention: float = Field(
-        600, ge=0, description="seconds an entry is kept past freshness, to serve if the upstream fails"
-    )
-    pass_ttl: float = Field(
-        30, gt=0, description="seconds an uncacheable URL goes straight upstream, without coalescing"
-    )
-
-    @model_validator(mode="after")
-    def _budget_holds_a_body(self) -> CacheSettings:
-        if 0 < self.max_bytes < self.max_body_bytes:
-            raise ValueError(
-                f"max_bytes ({self.max_bytes}) must be at least max_body_bytes ({self.max_body_bytes}), "
-                "or 0 for no budget"
-            )
-        return self
-
-
-class RouteCache(Section):
-    """A route's cache switch (`cache: false` turns it off) and its own default `ttl`."""
-
-    enabled: bool = True
-    ttl: float | None = Field(None, ge=0)
-
-
 # -- routes ------------------------------------------------------------------------------------
 
 
@@ -275,48 +130,7 @@ class RouteSettings(Section):
     @field_validator("methods")
     @classmethod
     def _methods(cls, value: list[str] | None) -> list[str] | None:
-        return _http_methods(value)
-
-
-# -- identity ----------------------------------------------------------------------------------
-class ConsumerSettings(Section):
-    """An API consumer. Keys are stored as SHA-256 hex digests, never in clear."""
-
-    id: str = Field(min_length=1, max_length=128)
-    tier: str = "default"
-    key_sha256: str
-
-    @field_validator("key_sha256")
-    @classmethod
-    def _hex(cls, value: str) -> str:
-        if not re.fullmatch(r"[0-9a-fA-F]{64}", value):
-            raise ValueError("must be the 64-hex-digit SHA-256 of the key")
-        return value.lower()
-
-
-class AuthSettings(Section):
-    mode: Literal["api_keys", "headers"] = "api_keys"
-    consumers: list[ConsumerSettings] = Field(default_factory=list)
-    hide_credentials: bool = Field(
-        True, description="strip X-API-Key / Authorization: Bearer before proxying upstream"
-    )
-    admin_keys_sha256: list[str] = Field(default_factory=list)
-
-    @field_validator("consumers")
-    @classmethod
-    def _distinct_keys(cls, value: list[ConsumerSettings]) -> list[ConsumerSettings]:
-        digests = [c.key_sha256 for c in value]
-        if len(digests) != len(set(digests)):
-            raise ValueError("two consumers share the same key_sha256")
-        return value
-
-    @field_validator("admin_keys_sha256")
-    @classmethod
-    def _hexes(cls, value: list[str]) -> list[str]:
-        for v in value:
-            if not re.fullmatch(r"[0-9a-fA-F]{64}", v):
-                raise ValueError("each entry must be the 64-hex-digit SHA-256 of an admin key")
-        return [v.lower() for v in value]
+        return http_methods(value)
 
 
 # -- store, proxy, logging ---------------------------------------------------------------------
@@ -414,7 +228,7 @@ class TracingSettings(Section):
     @field_validator("otlp_endpoint")
     @classmethod
     def _endpoint(cls, value: str | None) -> str | None:
-        return None if value in (None, "") else _check_http_url(value)  # type: ignore[arg-type]
+        return None if value in (None, "") else check_http_url(value)  # type: ignore[arg-type]
 
 
 class PluginSettings(Section):
@@ -447,13 +261,7 @@ class PluginSettings(Section):
 class GatewayConfig(Section):
     services: dict[str, ServiceSettings]
     routes: dict[str, RouteSettings]
-    rate_limits: dict[str, TierSettings] = Field(
-        default_factory=lambda: {
-            "default": TierSettings(windows=[RateWindow(limit=100, window=60)]),
-            "anonymous": TierSettings(windows=[RateWindow(limit=50, window=60)]),
-            "premium": TierSettings(windows=[RateWindow(limit=1000, window=60)]),
-        }
-    )
+    rate_limits: dict[str, TierSettings] = Field(default_factory=default_tiers)
     rate_limit: RateLimitSettings = RateLimitSettings()
     circuit_breaker: BreakerSettings = BreakerSettings()
     cache: CacheSettings = CacheSettings()
@@ -478,7 +286,7 @@ class GatewayConfig(Section):
             }
         tiers = data.get("rate_limits")
         if isinstance(tiers, Mapping):
-            data["rate_limits"] = {name: _tier_short_form(spec) for name, spec in tiers.items()}
+            data["rate_limits"] = {name: tier_short_form(spec) for name, spec in tiers.items()}
         return data
 
     @field_validator("routes")
@@ -527,16 +335,6 @@ class GatewayConfig(Section):
             else:
                 merged[key] = value
         return BreakerSettings(**merged)
-
-
-def _tier_short_form(spec: Any) -> Any:
-    if isinstance(spec, bool):
-        return spec  # let validation name it
-    if isinstance(spec, int | float):
-        return {"windows": [{"limit": spec, "window": 60}]}
-    if isinstance(spec, list):
-        return {"windows": spec}
-    return spec
 
 
 # -- loading -----------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from gateway.config import CacheSettings
+from gateway.cache.settings import CacheSettings
 from gateway.store import Store, StoreError
 
 log = logging.getLogger("gateway.store")

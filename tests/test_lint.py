@@ -67,3 +67,26 @@ def test_gateway_modules_import_each_other_in_one_direction() -> None:
         if node not in state:
             visit(node)
     assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
+
+
+def test_a_policys_settings_load_without_its_policy_or_the_config() -> None:
+    # gateway.config imports each policy's settings, and the policies import gateway.config: a
+    # policy package's __init__ that loaded its policy would make importing the config fail.
+    code = (
+        "import sys\n"
+        "import gateway.ratelimit.settings, gateway.breaker.settings, gateway.cache.settings, "
+        "gateway.identity.settings\n"
+        "print(' '.join(sorted(m for m in sys.modules if m.startswith('gateway'))))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert set(result.stdout.split()) == {
+        "gateway", "gateway.settings", "gateway.ratelimit", "gateway.ratelimit.settings",
+        "gateway.breaker", "gateway.breaker.settings", "gateway.cache", "gateway.cache.settings",
+        "gateway.identity", "gateway.identity.settings",
+    }
+    first = subprocess.run([sys.executable, "-c", "import gateway.config, gateway.identity, gateway.breaker, "
+                            "gateway.ratelimit; gateway.identity.IdentityPolicy; "
+                            "gateway.breaker.CircuitBreakerPolicy; gateway.ratelimit.RateLimitPolicy"],
+                           cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert first.returncode == 0, first.stderr

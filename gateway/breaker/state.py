@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from gateway.engine.failures import UPSTREAM_BROKEN, Failure
 
 if TYPE_CHECKING:
-    from gateway.config import BreakerSettings
+    from gateway.breaker.settings import BreakerSettings
 
 log = logging.getLogger("gateway.breaker")
 

@@ -18,9 +18,9 @@ from gateway.cache.freshness import (
     vary_names,
 )
 from gateway.cache.keys import SHARED_SCOPE
+from gateway.cache.settings import CacheSettings
 from gateway.cache.state import BodyTee, CacheCounters, LookupState, StorePlan, upstream_failed
 from gateway.cache.store import PASS, CacheStore, Lookup, LookupKey, StoredFreshness
-from gateway.config import CacheSettings
 from gateway.context import RequestContext, Response
 from gateway.store import StoreError
 

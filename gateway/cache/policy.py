@@ -55,6 +55,7 @@ from gateway.cache.freshness import (
 )
 from gateway.cache.invalidation import invalidation_targets, path_and_query, request_url
 from gateway.cache.keys import SHARED_SCOPE, CacheKeys, consumer_scope, url_hash
+from gateway.cache.settings import CacheSettings, RouteCache
 from gateway.cache.state import (
     CacheCounters,
     LookupState,
@@ -75,7 +76,7 @@ from gateway.cache.store import (
     Lookup,
     LookupKey,
 )
-from gateway.config import CacheSettings, GatewayConfig, RouteCache
+from gateway.config import GatewayConfig
 from gateway.context import Headers, RequestContext, Response
 from gateway.engine.failures import UPSTREAM_BROKEN
 from gateway.identity import admin_required

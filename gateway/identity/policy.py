@@ -21,6 +21,8 @@ it is a 401. `admin_required` is the one admin check (PURGE on the hot path, the
 `auth.mode: headers` keeps the seed's behaviour and trusts `X-User-ID` / `X-User-Tier` as sent
 (an unknown tier means `default`). It is safe only behind a trusted proxy that authenticates
 callers and overwrites those headers; anyone reaching the gateway directly can pick a tier.
+
+The `auth` schema is `gateway/identity/settings.py`.
 """
 
 from __future__ import annotations
@@ -29,8 +31,9 @@ import hashlib
 import hmac
 from collections.abc import Iterable
 
-from gateway.config import ConsumerSettings, GatewayConfig
+from gateway.config import GatewayConfig
 from gateway.context import Consumer, RequestContext, Response
+from gateway.identity.settings import ConsumerSettings
 from gateway.policy import Policy
 from gateway.problem import problem
 from gateway.store import StoreBatch

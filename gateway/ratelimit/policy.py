@@ -26,13 +26,14 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
-from gateway.config import Algorithm, GatewayConfig, RateWindow
+from gateway.config import GatewayConfig
 from gateway.context import Consumer, RequestContext, Response
 from gateway.identity import DEFAULT_TIER, anonymous
 from gateway.policy import Handler, Policy
 from gateway.problem import problem
 from gateway.ratelimit.headers import policy_field, ratelimit_headers, retry_after
 from gateway.ratelimit.local import LocalLimiter
+from gateway.ratelimit.settings import Algorithm, RateWindow
 from gateway.ratelimit.usage import OTHER, UsageRecorder
 from gateway.ratelimit.windows import (
     Decision,

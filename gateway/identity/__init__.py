@@ -1,0 +1,49 @@
+"""Who is calling: API keys to consumers and tiers (`policy`), and the `auth` schema (`settings`).
+
+The names of the policy are loaded on first use: `gateway.config` imports the schema, and the
+policy imports `gateway.config`, so reading the schema must not load the policy.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from gateway.identity.policy import (
+        ADMIN,
+        ANONYMOUS_TIER,
+        DEFAULT_TIER,
+        MAX_USER_ID,
+        IdentityPolicy,
+        admin_from_headers,
+        admin_key_matches,
+        admin_required,
+        anonymous,
+        bearer_token,
+        key_digest,
+        presented_key,
+    )
+
+__all__ = [
+    "ADMIN",
+    "ANONYMOUS_TIER",
+    "DEFAULT_TIER",
+    "MAX_USER_ID",
+    "IdentityPolicy",
+    "admin_from_headers",
+    "admin_key_matches",
+    "admin_required",
+    "anonymous",
+    "bearer_token",
+    "key_digest",
+    "presented_key",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        value = getattr(importlib.import_module("gateway.identity.policy"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
