@@ -51,12 +51,20 @@ class RespConnection:
             replies.append(reply)
         return replies
 
+    @property
+    def alive(self) -> bool:
+        """Not closed by Redis while it sat idle (a restart, a timeout, a kill: the FIN or
+        reset has arrived by the time the connection is taken again)."""
+        return not (self.reader.at_eof() or self.writer.transport.is_closing())
+
     def close(self) -> None:
         self.writer.close()
 
 
 class RespPool:
-    """Idle connections reused last-in first-out; a connection that failed is never reused."""
+    """Idle connections reused last-in first-out; a connection that failed is never reused, one
+    that Redis closed while idle is dropped when taken, and all idle ones are dropped when the
+    store goes down (a Redis that restarted must not fail one batch per stale connection)."""
 
     def __init__(self, url: str, max_idle: int = 16) -> None:
         options = parse_url(url)
@@ -87,7 +95,16 @@ class RespPool:
     async def execute(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         """One round trip. Raises on connection trouble (the caller bounds it with a timeout;
         a cancelled or failed call closes its connection, whose state is then unknown)."""
-        conn = self._idle.pop() if self._idle else await self._open()
+        conn = None
+        idle = self._idle
+        while idle:
+            conn = idle.pop()
+            if conn.alive:
+                break
+            conn.close()
+            conn = None
+        if conn is None:
+            conn = await self._open()
         try:
             replies = await conn.roundtrip(commands)
         except BaseException:

@@ -76,6 +76,11 @@ class ReplicaRegistry:
     async def start(self) -> None:
         await self.heartbeat()
         self._beat.start()
+        self.store.on_availability(self._store_changed)
+
+    async def _store_changed(self, available: bool) -> None:
+        if available:  # back (perhaps empty, after a restart): be counted again at once
+            await self.heartbeat()
 
     async def close(self) -> None:
         """Stop beating and leave the live set, so the others' count drops at once."""

@@ -150,6 +150,9 @@ class StoreBatch:
             await self._store.execute(self._staged)
 
 
+FIRST_PROBE = 0.05  # seconds from the first failure to the first probe
+
+
 class Store:
     """One process's handle on the shared store. Made in the lifespan, passed in explicitly."""
 
@@ -324,6 +327,8 @@ class Store:
         self.available = False
         self.down_since = time.monotonic()
         log.warning("store %s unavailable, falling back until it answers: %s", self.description, error)
+        if self.resp is not None:
+            self.resp.close()  # its idle connections are as dead as the one that failed
         self._notify(False)
         if self._probe_task is None or self._probe_task.done():
             self._probe_task = asyncio.get_running_loop().create_task(self._probe())
@@ -338,14 +343,31 @@ class Store:
                 log.exception("store availability listener failed")
 
     async def _probe(self) -> None:
+        # The first look comes at once: a failure on a connection Redis dropped (it restarted)
+        # is over as soon as a fresh connection answers, not one probe interval later.
+        delay = min(FIRST_PROBE, self.probe_interval)
         while not self.available:
-            await asyncio.sleep(self.probe_interval)
+            await asyncio.sleep(delay)
+            delay = self.probe_interval
             if not await self.ping():  # a subclass may prepare the client first (Cluster)
                 continue
+            await self._drop_idle_connections()
             self.available = True
             self.down_since = None
             log.warning("store %s is back, shared state resumes", self.description)
             self._notify(True)
+
+    async def _drop_idle_connections(self) -> None:
+        """Before the store is used again: no request may get a connection from before the
+        outage (redis-py's pool does not check them: health checks are off)."""
+        if self.resp is not None:
+            self.resp.close()
+        pool = getattr(self.client, "connection_pool", None)
+        if pool is not None:
+            try:
+                await pool.disconnect(inuse_connections=False)
+            except (RedisError, OSError):
+                pass
 
     async def ping(self) -> bool:
         """True when the store answers now (used by /ready and /health)."""
@@ -411,7 +433,16 @@ class HiredisPackingConnection(aioredis.Connection):
 
     redis-py's asyncio client packs every argument in Python; with the cache lookup carrying
     the request's headers as ARGV, that was ~7% of the gateway's CPU on a cache hit.
+
+    It is also re-dialled when taken from the pool after Redis closed it (a restart): redis-py
+    hands such a connection out unchecked, and the command on it fails, marking the store down.
     """
+
+    async def connect_check_health(self, check_health: bool = True, retry_socket_connect: bool = True) -> None:
+        reader, writer = self._reader, self._writer
+        if reader is not None and writer is not None and (reader.at_eof() or writer.transport.is_closing()):
+            await self.disconnect()
+        await super().connect_check_health(check_health=check_health, retry_socket_connect=retry_socket_connect)
 
     def pack_command(self, *args: Any) -> list[bytes]:
         first = args[0]

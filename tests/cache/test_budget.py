@@ -89,7 +89,7 @@ def test_a_budget_smaller_than_one_body_is_a_config_error() -> None:
         cache_config(cache={"max_bytes": 1000})
 
 
-@pytest.mark.parametrize("maxmemory, policy, settings, expected", [
+@pytest.mark.parametrize("maxmemory, eviction, settings, expected", [
     (256 << 20, "noeviction", {"max_bytes": 128 << 20}, []),
     (0, "noeviction", {}, []),  # no cap: nothing to fill
     (256 << 20, "volatile-lru", {"max_bytes": 128 << 20}, ["maxmemory-policy is volatile-lru"]),
@@ -98,9 +98,9 @@ def test_a_budget_smaller_than_one_body_is_a_config_error() -> None:
     (64 << 20, "noeviction", {"max_bytes": 64 << 20, "enabled": False}, []),
 ])
 def test_redis_memory_settings_that_could_cost_a_counter_are_named(
-    maxmemory: int, policy: str, settings: dict[str, Any], expected: list[str]
+    maxmemory: int, eviction: str, settings: dict[str, Any], expected: list[str]
 ) -> None:
-    warnings = memory_warnings(maxmemory, policy, CacheSettings(**settings))
+    warnings = memory_warnings(maxmemory, eviction, CacheSettings(**settings))
     assert len(warnings) == len(expected)
     for warning, text in zip(warnings, expected, strict=True):
         assert text in warning
