@@ -46,3 +46,18 @@ async def test_past_max_pending_a_request_is_refused_at_once_and_other_services_
     assert other.status_code == 200
     assert [status for status, _, _ in results] == [200, 200]
     assert results[1][1] > 1.0  # the waiter got the connection once the first was done
+
+
+async def test_a_request_waiting_past_the_services_pending_timeout_gets_a_503() -> None:
+    async with running_service("users") as users, running_service("products") as products:
+        cfg = config(users, products)
+        cfg["services"]["users"]["pending_timeout"] = 0.3  # the service's own, not proxy.pool_timeout
+        async with running_gateway(cfg) as app, httpx.AsyncClient(base_url=app.url, timeout=10) as client:
+            first = asyncio.create_task(client.get("/api/users/_mock/echo", headers={"x-mock-delay": "1.5"}))
+            await asyncio.sleep(0.2)  # it holds the one connection
+            started = time.monotonic()
+            waited = await client.get("/api/users/_mock/echo")
+            took = time.monotonic() - started
+            assert (await first).status_code == 200
+    assert waited.status_code == 503 and waited.json()["type"].endswith("/upstream-pool-full")
+    assert 0.25 <= took < 1.0

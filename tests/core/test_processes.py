@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -103,6 +104,36 @@ def test_sigterm_drains_in_flight_requests_then_exits_0(users: MockService) -> N
     worker.join(timeout=10)
     assert gw.proc.wait(timeout=10) == 0
     assert result.get("status") == 200  # the in-flight request finished before the exit
+    gw.stop()
+
+
+def test_sigterm_past_the_grace_answers_503_and_logs_it_never_500(users: MockService) -> None:
+    config = services_config({"users": users}, rate_limit={"enabled": False},
+                             logging={"level": "INFO", "access_log": True})
+    config["services"]["users"]["timeout"] = 30  # the upstream may take longer than the grace
+    gw = GatewayProcess(config)  # --grace 5
+    result: dict[str, object] = {}
+
+    def slow_request() -> None:
+        with httpx.Client(base_url=gw.url, timeout=20) as client:
+            r = client.get("/api/users", headers={"X-Mock-Delay": "8"})
+            result["status"], result["body"] = r.status_code, r.json()
+            result["connection"] = r.headers.get("connection")
+
+    worker = threading.Thread(target=slow_request)
+    worker.start()
+    time.sleep(0.5)
+    assert gw.proc is not None
+    started = time.monotonic()
+    gw.proc.send_signal(signal.SIGTERM)
+    worker.join(timeout=15)
+    assert gw.proc.wait(timeout=10) == 0
+    assert 4.5 < time.monotonic() - started < 8  # the grace, not the upstream's 8 s
+    assert result.get("status") == 503 and result.get("connection") == "close"
+    assert str(result["body"]["type"]).endswith("/shutting-down")  # type: ignore[index]
+    lines = [json.loads(line) for line in gw.log().splitlines() if line.startswith("{")]
+    access = [doc for doc in lines if doc.get("logger") == "gateway.access"]
+    assert [doc["status"] for doc in access] == [503], access
     gw.stop()
 
 
