@@ -7,7 +7,8 @@
                                   background)  (X-Cache: STALE)
                miss + lock     -> upstream; the body is teed while it streams to the client
                                   and stored afterwards (X-Cache: MISS)
-               miss, no lock   -> wait (pub/sub) for the replica filling it, then look again
+               miss, no lock   -> wait (pub/sub) for the replica filling it, then look again;
+                                  the store going down ends the wait (X-Cache: BYPASS)
                upstream failed -> a stale copy if the response and RFC 5861 allow (X-Cache: STALE)
                store down      -> straight upstream (X-Cache: BYPASS), never an error
     after      the response went out: store the teed body (or the revalidated entry), give
@@ -40,7 +41,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.cache.coalesce import FillWaiters
+from gateway.cache.coalesce import DOWN, FillWaiters
 from gateway.cache.directives import request_directives
 from gateway.cache.entry import CacheEntry
 from gateway.cache.fill import Filler
@@ -255,7 +256,10 @@ class CachePolicy(Policy):
             if waited == 0:
                 self.counters.coalesced_waits += 1
             waited += 1
-            outcome = await self.waiters.wait(f"{key.h}|{key.scope}", staged_at, found.lock_ttl + 0.05)
+            outcome = await self.waiters.wait(f"{key.h}|{key.scope}", staged_at, found.lock_ttl + 0.05,
+                                              self.keys.lock(key.h, key.scope))
+            if outcome == DOWN:  # nobody can store or release now: fetch, as the store is down
+                return await self._bypass(ctx, call_next)
             if outcome == "pass":
                 return await self._fetch(ctx, st, found, call_next, holding=False)
             if outcome == "error" and found.entry is not None and self._stale_on_error(st, found, disconnected=True):

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from gateway.cache.policy import CachePolicy
+from gateway.config import GatewayConfig
 from gateway.store import Store, redis_store
 from tests.cache.conftest import Origin, Reply, cache_config, make_ctx, send
 from tests.support.processes import RedisServer
@@ -17,10 +18,12 @@ pytestmark = pytest.mark.redis
 
 
 @contextlib.asynccontextmanager
-async def started_replicas(stores: list[Store]) -> AsyncIterator[list[tuple[CachePolicy, Store]]]:
+async def started_replicas(stores: list[Store], config: GatewayConfig | None = None,
+                           ) -> AsyncIterator[list[tuple[CachePolicy, Store]]]:
     """One cache policy per store ('replica': own store, own fill subscriber), subscribed
-    before the test's burst; closed with their stores afterwards."""
-    config = cache_config(cache={"lock_timeout": 1.0})
+    before the test's burst; closed with their stores afterwards. A 1 s fill lease unless
+    `config` says otherwise."""
+    config = config or cache_config(cache={"lock_timeout": 1.0})
     made = []
     for store in stores:
         policy = CachePolicy.from_config(config, store)
