@@ -1,13 +1,25 @@
 """An in-process breaker with the shared breaker's semantics, for when the store is down.
 
 It mirrors the Lua scripts step by step (`breaker_read`, `_acquire`, `_record`, `_probe`), so a
-replica cut off from Redis keeps protecting its upstreams on its own evidence. It starts from
-the last shared state the replica saw, so an open breaker stays open through a store outage.
-The test suite runs the same scenarios against both backends to keep them identical.
+replica cut off from Redis keeps protecting its upstreams on its own evidence. The test suite
+runs the same scenarios against both backends to keep them identical.
+
+Its state outlives an outage: while the store is up it lies dormant (the shared state decides),
+and when the replica needs it again it first catches up with the last shared state it read
+(`merge`), so what it learned itself is kept and what the cluster learned since is taken. Per
+target, the more severe or more recent knowledge wins:
+
+* open beats closed, and of two opens the one that ends later wins (half-open counts as an open
+  that ended when it was seen);
+* except that a closed state seen after the other side's open had run out wins: the target was
+  probed and closed since, or served fine, so a stale local open never reopens it;
+* both closed: the consecutive failure count of the more recent side (never lowered by older
+  knowledge), so a flap does not reset it.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,6 +52,7 @@ class LocalTarget:
     window: dict[int, list[int]] = field(default_factory=dict)  # bucket -> [successes, failures]
     last: tuple[str, str, float, str] | None = None  # from, to, at (wall clock s), reason
     transitions: int = 0
+    known_at: float = -math.inf  # when it last learned something (an outcome, a transition, a view)
 
 
 class LocalBreaker:
@@ -51,6 +64,7 @@ class LocalBreaker:
         self.rules = rules
         self.clock = clock
         self.services: dict[str, list[LocalTarget]] = {}
+        self.synced: dict[str, float] = {}  # service -> when (ms) the shared view merged was read
 
     def _now(self) -> float:
         return self.clock() * 1000
@@ -59,18 +73,23 @@ class LocalBreaker:
     def has(self, service: str) -> bool:
         return service in self.services
 
-    def seed(self, service: str, view: ServiceView | None, seen_at: float | None = None) -> None:
-        """Start `service` from the last shared state seen (`seen_at` on this clock), if any."""
-        targets = [LocalTarget() for _ in self.targets[service]]
-        if view is not None and len(view.targets) == len(targets):
-            seen_ms = (self.clock() if seen_at is None else seen_at) * 1000
-            for local, seen in zip(targets, view.targets, strict=True):
-                local.failures = seen.failures
-                if seen.state is OPEN:
-                    local.state, local.open_until = OPEN, seen_ms + seen.retry_after_ms
-                elif seen.state is HALF_OPEN:
-                    local.state = HALF_OPEN
-        self.services[service] = targets
+    def merge(self, service: str, view: ServiceView | None, seen_at: float | None = None) -> None:
+        """Catch up with the shared state read at `seen_at` (seconds on this clock; now if None).
+
+        A service seen for the first time starts from that view; one known already keeps what
+        it learned where it knows more (see the module's rule). A view no newer than the last
+        one merged changes nothing, so calling this before every local use is cheap and safe."""
+        targets = self.services.get(service)
+        if targets is None:
+            targets = self.services[service] = [LocalTarget() for _ in self.targets[service]]
+        if view is None or len(view.targets) != len(targets):
+            return
+        seen_ms = (self.clock() if seen_at is None else seen_at) * 1000
+        if seen_ms <= self.synced.get(service, -math.inf):
+            return
+        self.synced[service] = seen_ms
+        for local, seen in zip(targets, view.targets, strict=True):
+            _merge_target(local, seen, seen_ms)
 
     def opens(self) -> list[tuple[str, int, int]]:
         """(service, target index, remaining ms) of every target open here right now."""
@@ -84,11 +103,12 @@ class LocalBreaker:
 
     def clear(self) -> None:
         self.services.clear()
+        self.synced.clear()
 
     def _get(self, service: str) -> list[LocalTarget]:
         found = self.services.get(service)
         if found is None:
-            self.seed(service, None)
+            self.merge(service, None)
             found = self.services[service]
         return found
 
@@ -141,6 +161,7 @@ class LocalBreaker:
         if t.state is not CLOSED:
             return []
         now = self._now()
+        t.known_at = now
         width = max(1, rules.window_ms // 10)
         bucket = int(now // width)
         counts = t.window.setdefault(bucket, [0, 0])
@@ -191,6 +212,7 @@ class LocalBreaker:
         t = self.services[service][index]
         t.last = (from_state.value, to_state.value, time.time(), reason)
         t.transitions += 1
+        t.known_at = self._now()
         return Transition(service, self.targets[service][index], from_state.value,
                           to_state.value, reason)
 
@@ -222,3 +244,43 @@ class LocalBreaker:
                 }
             out[service] = targets
         return out
+
+
+def _merge_target(local: LocalTarget, seen: TargetView, seen_ms: float) -> None:
+    """Merge one target's shared view (read at `seen_ms`) into its local state, in place.
+
+    Each side's open "ends" at its open_until (a half-open one: when its open ended; for the
+    shared view, when it was seen); a closed side has no end."""
+    seen_end = None if seen.state is CLOSED else seen_ms + seen.retry_after_ms
+    local_end = None if local.state is CLOSED else local.open_until
+    if seen_end is None and local_end is None:
+        # Both closed: the more recent count (the shared one has seen what came after ours,
+        # such as a success that ended the run); ours is never lowered by an older view.
+        local.failures = (seen.failures if seen_ms > local.known_at
+                          else max(local.failures, seen.failures))
+        local.known_at = max(local.known_at, seen_ms)
+        return
+    if seen_end is None:
+        assert local_end is not None
+        if seen_ms >= local_end:
+            # Closed in the shared state after our open had run out: probed and closed (or
+            # serving fine) since; a stale local open must not reopen it.
+            _take(local, seen, seen_ms)
+        return  # else our open is newer than what the cluster knew: open beats closed
+    if local_end is None:
+        if local.known_at < seen_end:
+            _take(local, seen, seen_ms)  # open beats closed, unless ours closed after it ended
+        return
+    if seen_end > local_end and not (seen.state is HALF_OPEN and local.state is HALF_OPEN):
+        _take(local, seen, seen_ms)  # of two opens the later end wins (ours keeps its probes)
+
+
+def _take(local: LocalTarget, seen: TargetView, seen_ms: float) -> None:
+    """Adopt the shared view of a target (what the first merge of a service does)."""
+    if seen.state is CLOSED and local.state is not CLOSED:
+        local.window.clear()  # as a close by probes does: outcomes from before the open are gone
+    local.state = seen.state
+    local.open_until = seen_ms + seen.retry_after_ms if seen.state is not CLOSED else 0.0
+    local.failures, local.successes = seen.failures, 0
+    local.leases.clear()
+    local.known_at = seen_ms

@@ -18,10 +18,14 @@ Stale serving: a 503 from here sets `ctx.breaker_state` ("open"/"half-open") and
 `ctx.breaker_rejected`; the cache policy, which runs before this one, replaces
 such a response with a stale copy when it has one (`X-Cache: STALE`).
 
-Store down: every replica falls back to its own `LocalBreaker`, seeded from the last shared
-state it read. When the store is back, the targets opened locally are pushed to the shared
-state (`breaker_merge`, never shortening a shared open), then the local state is dropped and
-the shared state rules again.
+Store down: every replica falls back to its own `LocalBreaker`, which first catches up with
+the last shared state it read (`LocalBreaker.merge`: open beats closed, the later end of an
+open wins, a closed state seen after an open ran out wins, failure counts are kept). When the
+store is back, the targets open locally are pushed to the shared state (`breaker_merge`, never
+shortening a shared open) before any request reads it again, and the shared state rules. The
+local state is kept, not dropped: if the store goes down again (a flap), a breaker opened
+during the earlier outage is still open here, so the flap costs no more requests against a
+dead upstream; a breaker the cluster closed meanwhile is not reopened by it.
 """
 
 from __future__ import annotations
@@ -99,6 +103,9 @@ class CircuitBreakerPolicy(Policy):
         self._turn = {s: itertools.count() for s in self.rules}
         # service -> local clock time until which every target is known to stay open
         self._open_until: dict[str, float] = {}
+        # resyncs under way: until the local opens are pushed, requests use the local breaker
+        # (a read of the shared state could say closed for a target known dead here)
+        self._resyncing = 0
         store.on_availability(self._on_store)
 
     @classmethod
@@ -119,7 +126,7 @@ class CircuitBreakerPolicy(Policy):
             if self.clock() < until:
                 return _Turn(open_until=until)
             del self._open_until[service]
-        if self.store.available:
+        if self.store.available and not self._resyncing:
             return _Turn(self.shared.stage_read(batch, service))
         return _Turn()
 
@@ -238,12 +245,13 @@ class CircuitBreakerPolicy(Policy):
 
     # -- store down / back ---------------------------------------------------------------------
     def _ensure_local(self, service: str) -> None:
-        if not self.local.has(service):
-            seen = self._last_seen.get(service)
-            if seen is None:
-                self.local.seed(service, None)
-            else:
-                self.local.seed(service, seen[0], seen[1])
+        """Before the local breaker answers: let it catch up with the last shared state read
+        (a no-op unless a newer one was read since it last did)."""
+        seen = self._last_seen.get(service)
+        if seen is None:
+            self.local.merge(service, None)
+        else:
+            self.local.merge(service, seen[0], seen[1])
 
     def _store_failed(self, service: str, exc: StoreError) -> None:
         if not isinstance(exc, StoreUnavailable):
@@ -252,23 +260,34 @@ class CircuitBreakerPolicy(Policy):
             log.error("circuit breaker %s: store error, using the local breaker: %s", service, exc)
 
     def _on_store(self, available: bool) -> Any:
+        # Going down needs nothing: the local breaker keeps what it knows and catches up with
+        # the last shared state when first used (`_ensure_local`).
         if available:
-            return self.resync()
-        # Going down: forget any local state left from an earlier outage, so each service is
-        # seeded afresh from the latest shared state this replica read.
-        self.local.clear()
+            self._resyncing += 1  # at once, before any request can read the shared state
+            return self._resync()
         return None
 
+    @property
+    def resyncing(self) -> bool:
+        """True while local opens are being pushed to a store that came back."""
+        return self._resyncing > 0
+
     async def resync(self) -> None:
-        """Push targets opened locally during the outage to the shared state, then drop the
-        local state: from here on the shared state decides again."""
-        for service, index, remaining_ms in self.local.opens():
-            try:
-                _log_all(await self.shared.merge_open(service, index, remaining_ms))
-            except StoreError:
-                return  # down again: keep the local state, the next "back" retries
-        self.local.clear()
-        log.info("circuit breaker: store is back, shared state resumes")
+        """Push the targets open locally to the shared state (what the store's "back"
+        notification runs)."""
+        self._resyncing += 1
+        await self._resync()
+
+    async def _resync(self) -> None:
+        try:
+            for service, index, remaining_ms in self.local.opens():
+                try:
+                    _log_all(await self.shared.merge_open(service, index, remaining_ms))
+                except StoreError:
+                    return  # down again: the local state stays as it is, the next "back" retries
+            log.info("circuit breaker: store is back, shared state resumes")
+        finally:
+            self._resyncing -= 1
 
     # -- lifecycle and visibility --------------------------------------------------------------
     async def start(self) -> None:
