@@ -1,10 +1,17 @@
 """Filling the cache: decide whether a response is stored, tee its body while it streams to the
-client, store it once it went out (or give the fill lock back), and release fills."""
+client, store it once it went out (or give the fill lock back), and release fills.
+
+A fill known to end without storing (an uncacheable head, a failed upstream, a chunked body that
+outgrew `max_body_bytes`) is given back at once, in the background (`release_soon`), not after
+the body: its waiters go to the origin while a slow body still streams, and the response does
+not wait for the Redis call. `LookupState.released` makes it once per request."""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from gateway.cache.directives import response_directives
 from gateway.cache.entry import CacheEntry
@@ -28,17 +35,21 @@ log = logging.getLogger("gateway.cache")
 
 
 class Filler:
-    """The store side of the cache policy (its `after` phase calls `store` or `release`)."""
+    """The store side of the cache policy: `plan` in `handle` (giving back at once a fill that
+    will not be stored), `store` in `after`."""
 
-    def __init__(self, cache: CacheStore, settings: CacheSettings, counters: CacheCounters) -> None:
+    def __init__(self, cache: CacheStore, settings: CacheSettings, counters: CacheCounters,
+                 spawn: Callable[[Coroutine[Any, Any, None]], object]) -> None:
         self.cache = cache
         self.settings = settings
         self.counters = counters
+        self.spawn = spawn  # runs a coroutine in the background (the policy keeps the task)
 
     def plan(self, ctx: RequestContext, st: LookupState, found: Lookup, token: str,
                     entry: CacheEntry | None, age: float, response_time: float,
                     response: Response | None) -> None:
-        """Decide whether to store; `after` stores (or gives the fill back) once it went out."""
+        """Decide whether to store; `after` stores it once it went out. An uncacheable response
+        gives the fill back now ('pass'), whatever its body still has to stream."""
         key = st.key
         headers = entry.headers if entry is not None else response.headers  # type: ignore[union-attr]
         status = entry.status if entry is not None else response.status  # type: ignore[union-attr]
@@ -48,7 +59,7 @@ class Filler:
         if not decision.store:
             self.counters.not_stored += 1
             if token or found.state != PASS:
-                st.release_with(token, "pass")
+                self.release_soon(st, token, "pass")
             return
         tee: BodyTee | None = None
         if entry is None:
@@ -57,15 +68,15 @@ class Filler:
             length = response.header(b"content-length")
             if length is not None and length.strip().isdigit() and int(length) > limit:
                 self.counters.too_large += 1
-                st.release_with(token, "pass")
+                self.release_soon(st, token, "pass")
                 return
             if response.stream is not None:
                 expected = int(length) if length is not None and length.strip().isdigit() else None
-                tee = BodyTee(limit, expected)
+                tee = BodyTee(limit, expected, lambda: self.release_soon(st, token, "pass"))
                 response.stream = tee.wrap(response.stream)
             elif len(response.body) > limit:
                 self.counters.too_large += 1
-                st.release_with(token, "pass")
+                self.release_soon(st, token, "pass")
                 return
         st.store = StorePlan(token, found, status, headers, decision, response_cc, age,
                               response_time, entry, response, tee)
@@ -77,12 +88,13 @@ class Filler:
             response, tee = plan.response, plan.tee
             assert response is not None
             if tee is not None:
-                if tee.overflow:
+                if tee.overflow:  # given back when it overflowed
                     self.counters.too_large += 1
-                    await self.release(key, token, "pass")
                     return
                 if not tee.complete or upstream_failed(ctx):
-                    await self.release(key, token, "retry")
+                    if st.released is None:
+                        st.released = "retry"
+                        await self.release(key, token, "retry")
                     return
                 body = tee.body
             else:
@@ -113,6 +125,13 @@ class Filler:
         except StoreError as exc:
             self.counters.store_errors += 1
             log.debug("cache store failed for %s: %s", key.url, exc)
+
+    def release_soon(self, st: LookupState, token: str, outcome: str) -> None:
+        """Give the fill back now, in the background, once per request."""
+        if st.released is not None:
+            return
+        st.released = outcome
+        self.spawn(self.release(st.key, token, outcome))
 
     async def release(self, key: LookupKey, token: str, outcome: str) -> None:
         try:

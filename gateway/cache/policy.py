@@ -11,8 +11,9 @@
                                   the store going down ends the wait (X-Cache: BYPASS)
                upstream failed -> a stale copy if the response and RFC 5861 allow (X-Cache: STALE)
                store down      -> straight upstream (X-Cache: BYPASS), never an error
-    after      the response went out: store the teed body (or the revalidated entry), give
-               the fill lock back, start the background refresh, invalidate
+    after      the response went out: store the teed body (or the revalidated entry) and
+               release its fill, start the background refresh, invalidate (a fill that
+               ends unstored was given back by `handle` already, at the response head)
     unsafe methods  a 2xx/3xx invalidates the URL and same-origin Location / Content-Location
     PURGE <url>     an admin key purges the URL, on every replica at once
 
@@ -20,8 +21,10 @@ The jobs live apart: this module decides (lookup, coalescing, fetch, stale servi
 PURGE); gateway/cache/fill.py stores (the decision, the teed body, the fill lock);
 gateway/cache/invalidation.py names URLs (the key's, purge targets, what an unsafe answer
 invalidates); gateway/cache/state.py holds the per-request staged values and the counters. What
-`handle` decides for later is written on the staged value (`LookupState.store`, `.release`,
-`.refresh`, `Unsafe.targets`) and `after` carries it out: no closures, nothing on the context.
+`handle` decides for later is written on the staged value (`LookupState.store`, `.refresh`,
+`Unsafe.targets`) and `after` carries it out: no closures, nothing on the context. A fill that
+ends without storing is given back when `handle` knows it (at the response head), in a
+background task (`LookupState.released` notes it, so that `after` never releases twice).
 
 Authenticated requests (a verified consumer, or an Authorization header) never see another
 consumer's response: a response to them is stored in the shared scope only when it says it may
@@ -37,7 +40,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,13 +124,13 @@ class CachePolicy(Policy):
                                 max_bytes=settings.max_bytes)
         self.waiters = FillWaiters(store, self.keys.channel)
         self.counters = CacheCounters()
-        self.filler = Filler(self.cache, settings, self.counters)
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.filler = Filler(self.cache, settings, self.counters, self._spawn)
         self._plans = {
             prefix: RouteCachePlan(settings.enabled and rc.enabled, settings.ttl if rc.ttl is None else rc.ttl)
             for prefix, rc in (routes or {}).items()
         }
         self._default_plan = RouteCachePlan(settings.enabled, settings.ttl)
-        self._tasks: set[asyncio.Task[Any]] = set()
 
     @classmethod
     def from_config(cls, config: GatewayConfig, store: Store, **deps: Any) -> CachePolicy:
@@ -216,8 +219,6 @@ class CachePolicy(Policy):
         if isinstance(staged, LookupState):
             if staged.store is not None:
                 await self.filler.store(ctx, staged, staged.store)
-            elif staged.release is not None:
-                await self.filler.release(staged.key, staged.release_token, staged.release)
             if staged.refresh is not None:
                 self._spawn_refresh(ctx, staged, *staged.refresh)
         elif isinstance(staged, Unsafe) and staged.targets:
@@ -297,11 +298,11 @@ class CachePolicy(Policy):
             if stored is not None and self._stale_on_error(st, found, disconnected=failure == "disconnected"):
                 _discard(response)
                 if holding:
-                    st.release_with(token, "error")
+                    self.filler.release_soon(st, token, "error")
                 self.counters.stale += 1
                 return self._from_cache(ctx, stored, found.age, STALE_, client_conditionals)
             if holding:
-                st.release_with(token, "error")
+                self.filler.release_soon(st, token, "error")
             self.counters.misses += 1
             return self._mark(ctx, response, MISS_)
 
@@ -321,7 +322,7 @@ class CachePolicy(Policy):
         if key.may_fill:
             self.filler.plan(ctx, st, found, token, None, age, response_time, response)
         elif holding:
-            st.release_with(token, "retry")
+            self.filler.release_soon(st, token, "retry")
         return response
 
     def _stale_on_error(self, st: LookupState, found: Lookup, *, disconnected: bool) -> bool:
@@ -333,9 +334,14 @@ class CachePolicy(Policy):
 
     # -- stale-while-revalidate ----------------------------------------------------------
     def _spawn_refresh(self, ctx: RequestContext, st: LookupState, found: Lookup, call_next: Handler) -> None:
-        task = asyncio.get_running_loop().create_task(self._refresh(ctx.fork(), st.fresh(), found, call_next))
+        self._spawn(self._refresh(ctx.fork(), st.fresh(), found, call_next))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run `work` in the background; cancelled when the policy closes."""
+        task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def _refresh(self, copy: RequestContext, st: LookupState, found: Lookup, call_next: Handler) -> None:
         """Fetch once more in the background (RFC 5861 §3) on a copy of the request, through
@@ -349,7 +355,9 @@ class CachePolicy(Policy):
                 response.close()
         except Exception:
             log.exception("background refresh of %s failed", st.key.url)
-            await self.filler.release(st.key, st.key.token, "retry")
+            if st.released is None:
+                st.released = "retry"
+                await self.filler.release(st.key, st.key.token, "retry")
             return
         await self.after(copy, st, response)
         inner_after = getattr(call_next, "after", None)  # the chain's: the policies inward

@@ -3,6 +3,7 @@ body) and per process (the counters /metrics shows)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,15 +43,13 @@ class LookupState:
     authenticated: bool
     ttl: float
     store: StorePlan | None = None
-    release: str | None = None  # give the fill lock (or a pass marker) back with this outcome
-    release_token: str = ""
+    # The fill was given back (or a pass marker set) with this outcome as soon as `handle`
+    # decided it, in the background: `after` has nothing more to release.
+    released: str | None = None
     refresh: tuple[Lookup, Handler] | None = None  # stale-while-revalidate: refresh after
 
     def fresh(self) -> LookupState:
         return LookupState(self.key, self.pending, self.staged_at, self.authenticated, self.ttl)
-
-    def release_with(self, token: str, outcome: str) -> None:
-        self.release_token, self.release = token, outcome
 
 
 @dataclass(slots=True)
@@ -100,6 +99,7 @@ class BodyTee:
 
     limit: int
     expected: int | None = None  # Content-Length, when the upstream gave one
+    on_overflow: Callable[[], None] | None = None  # called once, when the body outgrows `limit`
     chunks: list[bytes] = field(default_factory=list)
     size: int = 0
     complete: bool = False
@@ -113,6 +113,8 @@ class BodyTee:
                     if self.size > self.limit:
                         self.overflow = True
                         self.chunks = []
+                        if self.on_overflow is not None:
+                            self.on_overflow()
                     else:
                         self.chunks.append(chunk)
                 # The sender may stop asking once Content-Length bytes went out, so the body

@@ -65,7 +65,8 @@ class Reply:
     content_length: bool = True  # a streamed body announces its length (else: chunked)
     failure: str | None = None  # "connect" / "timeout" / "reset": answer 502/504 like the terminal
     breaker_open: bool = False
-    delay: float = 0.0
+    delay: float = 0.0  # before the response head
+    chunk_delay: float = 0.0  # before each streamed chunk after the first (a slow body)
 
 
 class Origin:
@@ -97,9 +98,12 @@ class Origin:
         if reply.chunk:
             body = reply.body
             size = reply.chunk
+            pause = reply.chunk_delay
 
             async def stream() -> AsyncIterator[bytes]:
                 for i in range(0, len(body), size):
+                    if pause and i:
+                        await asyncio.sleep(pause)
                     yield body[i:i + size]
 
             if reply.content_length:

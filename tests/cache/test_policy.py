@@ -9,7 +9,7 @@ import hashlib
 import pytest
 
 from gateway.cache.policy import CachePolicy
-from gateway.context import Consumer
+from gateway.context import Consumer, RequestContext
 from gateway.identity import IdentityPolicy
 from gateway.policy import PolicyChain
 from gateway.store import Store, StoreUnavailable
@@ -387,6 +387,71 @@ async def test_stale_while_revalidate_refreshes_once_in_the_background(policy: C
     assert origin.calls == 2  # one background refresh, not five
     after = await send(policy, store, make_ctx(config), origin)
     assert after.body == b"v2"
+
+
+# -- the fill lock of an uncacheable response ---------------------------------------------------
+async def _subscribed(policy: CachePolicy) -> None:
+    for _ in range(200):
+        if policy.waiters.subscribed:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the fill subscription did not come up")
+
+
+@pytest.mark.parametrize(
+    ("cache_control", "content_length"),
+    [
+        ("no-store", True),
+        ("private, max-age=60", True),  # to an anonymous request
+        ("max-age=60", True),  # its Content-Length is over max_body_bytes
+        ("max-age=60", False),  # chunked: outgrows max_body_bytes after 4 of its 20 chunks
+    ],
+)
+async def test_an_uncacheable_response_gives_its_fill_back_at_the_head(
+        store: Store, cache_control: str, content_length: bool) -> None:
+    # Known uncacheable from the head (or once a chunked body outgrew the limit): the fill lock
+    # goes back then ('pass': the next requests go straight to the origin), not once the slow
+    # body has ended, and only once.
+    config = cache_config(cache={"max_body_bytes": 300})
+    policy = CachePolicy.from_config(config, store)
+    await policy.start()
+    released: list[tuple[str, str]] = []
+    release = policy.cache.release
+
+    async def counted(key, token: str, outcome: str) -> None:  # type: ignore[no-untyped-def]
+        released.append((token, outcome))
+        await release(key, token, outcome)
+
+    policy.cache.release = counted  # type: ignore[method-assign]
+    body = bytes(range(100)) * 20  # 2000 bytes in 20 chunks, 50 ms apart: about 1 s
+
+    def answer(ctx: RequestContext) -> Reply:
+        slow = origin.calls == 0
+        return Reply(headers=[(CC, cache_control.encode())], body=body if slow else b"quick",
+                     chunk=100 if slow else 0, chunk_delay=0.05, content_length=content_length)
+
+    origin = Origin(answer)
+    try:
+        await _subscribed(policy)
+        loop = asyncio.get_running_loop()
+        first = asyncio.create_task(send(policy, store, make_ctx(config), origin))
+        for _ in range(400):
+            if origin.calls:
+                break
+            await asyncio.sleep(0.005)
+        await asyncio.sleep(0.1)  # the first body streams
+        started = loop.time()
+        second = await asyncio.wait_for(send(policy, store, make_ctx(config), origin), 5)
+        took = loop.time() - started
+        assert took < 0.5, f"the second request waited {took:.2f} s for the first body"
+        assert not first.done(), "the first body should still be streaming"
+        assert second.status == 200 and second.body == b"quick"
+        assert (await first).body == body
+        await asyncio.gather(*list(policy._tasks))
+        assert origin.calls == 2
+        assert [outcome for token, outcome in released if token] == ["pass"]  # once, by the holder
+    finally:
+        await policy.close()
 
 
 # -- store failures ----------------------------------------------------------------------------
