@@ -97,6 +97,9 @@ class RequestContext:
     client_headers: Headers = field(default_factory=list)  # as received, before any edit
     has_body: bool = False  # the client sent Content-Length > 0 or Transfer-Encoding
     chunked: bool = False  # ... with Transfer-Encoding: chunked (no length known)
+    # The client's Content-Length as the engine parsed it (None: absent, or chunked). The upstream
+    # request's framing is written from this, never copied from the client's fields.
+    content_length: int | None = None
     # Sends a 1xx interim response (103 Early Hints) to the client before the final one.
     interim: Callable[[int, Headers], None] | None = None
     # The client's connection: whether it left, and a watch on the upstream's response head.
@@ -124,7 +127,8 @@ class RequestContext:
         its own headers and response fields, the same identity and staged values."""
         return dataclasses.replace(
             self, body=None, headers=list(self.headers), response_headers=[], upstream=None,
-            has_body=False, chunked=False, interim=None, client=None, client_disconnected=False,
+            has_body=False, chunked=False, content_length=None, interim=None, client=None,
+            client_disconnected=False,
             staged=list(self.staged), cache_status=None, breaker_state=None,
             breaker_rejected=False, target=None,
         )

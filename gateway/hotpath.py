@@ -138,7 +138,8 @@ class HotPath:
             query_string=request.query, headers=headers, client_ip=client_ip, scheme=scheme,
             route=route, body=request.body, client_headers=raw_headers,
             has_body=request.body is not None,  # the engine's: Content-Length > 0 or chunked
-            chunked=request.chunked, interim=conn.interim, client=conn, started=started, trace=trace,
+            chunked=request.chunked, content_length=request.content_length, interim=conn.interim,
+            client=conn, started=started, trace=trace,
         )
         try:
             response = await self.chain(ctx)

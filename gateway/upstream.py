@@ -42,8 +42,11 @@ from gateway.problem import problem
 IDEMPOTENT_NO_BODY = frozenset({"GET", "HEAD", "OPTIONS", "DELETE", "TRACE"})
 SMALL_BODY = 64 * 1024  # bytes; larger or unknown-length bodies stream
 
-# Not forwarded: the gateway answers `Expect` itself, and sets Host to the target's.
-_NOT_FORWARDED = frozenset({b"host", b"expect"})
+# Not forwarded: the gateway answers `Expect` itself, sets Host to the target's, and writes the
+# body's framing from what the engine parsed (a client's framing fields are never copied: a
+# `Connection: content-length` that dropped them must not leave a body unframed upstream, where
+# it would be read as the next request).
+_NOT_FORWARDED = frozenset({b"host", b"expect", b"content-length", b"transfer-encoding"})
 
 
 class BodyTooLarge(Exception):
@@ -231,10 +234,12 @@ def _request_head(ctx: RequestContext, target: Target, length: int | None = None
     for name, value in ctx.headers:
         if name not in _NOT_FORWARDED:
             parts += (name, b": ", value, b"\r\n")
-    if length is not None:
-        parts += (b"content-length: ", str(length).encode(), b"\r\n")
-    elif ctx.chunked:
+    if length is None:
+        length = ctx.content_length
+    if ctx.chunked and length is None:
         parts.append(b"transfer-encoding: chunked\r\n")
+    elif length is not None:
+        parts += (b"content-length: ", str(length).encode(), b"\r\n")
     parts.append(b"\r\n")
     return b"".join(parts)
 

@@ -79,7 +79,7 @@ _FRAMING = frozenset({"content-length", "transfer-encoding", "expect", "host"})
 # KNOWN BUG (see test_a_connection_field_naming_content_length_cannot_unframe_the_body): a
 # Connection field naming Content-Length makes the gateway forward the body unframed. Set this
 # to True to let the property find it.
-_CONNECTION_MAY_NAME_CONTENT_LENGTH = False
+_CONNECTION_MAY_NAME_CONTENT_LENGTH = True
 
 _KNOWN = ["cookie", "accept", "accept-encoding", "accept-language", "user-agent", "cache-control",
           "pragma", "content-type", "x-custom", "via", "x-consumer-id", "x-consumer-username",
@@ -400,13 +400,11 @@ def test_any_request_line_and_content_length_get_a_clear_answer(
 
 # -- known gateway bugs (issue #12), pinned: strict, so a fix turns them into failures to drop
 # the mark (and set _CONNECTION_MAY_NAME_CONTENT_LENGTH) -----------------------------------
-@pytest.mark.xfail(strict=True, reason="gateway bug: a Connection field naming Content-Length "
-                   "removes the only framing of the forwarded body (request smuggling)")
 def test_a_connection_field_naming_content_length_cannot_unframe_the_body() -> None:
     """RFC 9110 7.6.1 has the proxy drop the fields Connection names, but the body it forwards
-    must still be framed by the length it read: here the gateway sends the upstream head
-    without Content-Length, so the body is read as a second request, outside any route, with
-    identity fields of the client's choosing."""
+    must still be framed by the length it read. It once was not (the upstream head went without
+    Content-Length, so the body was read as a second request, outside any route, with identity
+    fields of the client's choosing); the framing is now always the engine's own."""
     smuggled = b"GET /internal/admin HTTP/1.1\r\nHost: x\r\nX-User-ID: admin\r\n\r\n"
     data = (b"POST /api/users/1?smuggle=1 HTTP/1.1\r\nHost: gw.test\r\nConnection: content-length\r\n"
             b"Content-Length: %d\r\n\r\n" % len(smuggled) + smuggled)

@@ -111,3 +111,21 @@ async def test_strip_prefix_cuts_the_raw_path_where_the_decoded_prefix_ends(gw: 
     status, _, body = await raw(gw, request("/api/stripp%65d/_mock/echo?x=1"))
     assert status == 200
     assert json.loads(body)["raw_path"] == "/_mock/echo?x=1"
+
+
+@pytest.mark.parametrize("named", [b"content-length", b"Content-Length, keep-alive", b"transfer-encoding"])
+async def test_a_connection_field_naming_the_framing_cannot_smuggle_a_request(gw: str, named: bytes) -> None:
+    # Connection names the fields to drop (RFC 9110 7.6.1); the body must still go upstream
+    # framed by what the gateway read, or it would be read there as a second request.
+    smuggled = b"GET /internal/admin HTTP/1.1\r\nHost: x\r\nX-User-ID: admin\r\n\r\n"
+    if named == b"transfer-encoding":
+        framing, body = b"Transfer-Encoding: chunked", b"%x\r\n%s\r\n0\r\n\r\n" % (len(smuggled), smuggled)
+    else:
+        framing, body = b"Content-Length: %d" % len(smuggled), smuggled
+    data = (b"POST /api/users/_mock/echo HTTP/1.1\r\nHost: gw.test\r\nConnection: %s\r\n%s\r\n\r\n"
+            % (named, framing)) + body
+    status, _, answer = await raw(gw, data)
+    assert status == 200
+    echo = json.loads(answer)
+    assert echo["body_length"] == len(smuggled)  # the whole body, as a body
+    assert echo["content_length"] == len(smuggled) or echo["transfer_encoding"] == "chunked"
