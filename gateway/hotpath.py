@@ -14,7 +14,6 @@ The whole flow of a proxied request is in `HotPath.__call__`:
 from __future__ import annotations
 
 import logging
-import re
 import time
 from typing import TYPE_CHECKING
 
@@ -38,8 +37,8 @@ log = logging.getLogger("gateway.proxy")
 # Fields a request may carry once (RFC 9110/9112 singletons, and our API key). Sent twice, such a
 # field is ambiguous: this gateway and the backend might read different copies (an identity, a
 # body type), and some backends answer with a broken response that counts against the breaker.
-SINGLETON_FIELDS = frozenset({
-    b"host", b"content-length", b"content-type", b"authorization", b"proxy-authorization",
+SINGLETON_FIELDS = frozenset({  # (Host: the engine checks it, for every request)
+    b"content-length", b"content-type", b"authorization", b"proxy-authorization",
     b"x-api-key", b"range", b"if-range", b"if-modified-since", b"if-unmodified-since",
 })
 _FIELD_NAMES = {b"x-api-key": "X-API-Key"}
@@ -47,15 +46,11 @@ _DEFAULT_ALLOW = b"GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
 
 # The fields the hot path looks at, by code (one dict lookup per field; the rest are skipped).
 _SINGLETON = 16
-_REQUEST_ID, _TRACEPARENT, _TRACESTATE, _UPGRADE, _CONNECTION, _HOST = range(1, 7)
+_REQUEST_ID, _TRACEPARENT, _TRACESTATE, _UPGRADE, _CONNECTION = range(1, 6)
 _FIELDS: dict[bytes, int] = {name: _SINGLETON for name in SINGLETON_FIELDS}
 _FIELDS.update({b"x-request-id": _REQUEST_ID, b"traceparent": _TRACEPARENT, b"tracestate": _TRACESTATE,
-                b"upgrade": _UPGRADE, b"connection": _CONNECTION, b"host": _HOST | _SINGLETON})
+                b"upgrade": _UPGRADE, b"connection": _CONNECTION})
 
-# RFC 9110 7.2 / RFC 3986 3.2.2: uri-host [ ":" port ]; a reg-name, an IPv4 address or an
-# IP-literal. Anything else (`evil example`, `a/b?@`) is refused, never forwarded as
-# X-Forwarded-Host. Empty is valid (RFC 9112 3.2: a target without an authority).
-_HOST_SYNTAX = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%!$&'()*+,;=]+)(?::[0-9]{1,5})?")
 
 
 class HotPath:
@@ -78,7 +73,7 @@ class HotPath:
         """Answer `request` (its decoded path is `path`, which matched `route`)."""
         started = time.perf_counter()
         raw_headers = request.headers
-        request_id = traceparent = tracestate = duplicate = host = None
+        request_id = traceparent = tracestate = duplicate = None
         refused: tuple[int, str, str] | None = None  # (status, detail, kind) found in the fields
         singletons: set[bytes] = set()
         hop_by_hop: frozenset[bytes] | set[bytes] = HOP_BY_HOP
@@ -92,9 +87,7 @@ class HotPath:
                     duplicate = key
                 singletons.add(key)
                 code &= ~_SINGLETON
-            if code == _HOST:
-                host = value
-            elif code == _REQUEST_ID:
+            if code == _REQUEST_ID:
                 request_id = value
             elif code == _TRACEPARENT:
                 # A repeated traceparent is invalid: keeping the first would guess.
@@ -106,10 +99,6 @@ class HotPath:
                     refused = (501, "WebSocket upgrades are not supported by this gateway", "upgrade-not-supported")
             elif code == _CONNECTION:  # the fields it names are hop-by-hop too
                 hop_by_hop = hop_by_hop | connection_tokens(value)
-        if host is not None and host and not _HOST_SYNTAX.fullmatch(host):
-            refused = (400, "the Host header field is not a valid host[:port]", "invalid-host")
-        if b"host" not in singletons and request.version == "1.1":
-            refused = (400, "an HTTP/1.1 request must carry a Host header field (RFC 9112, 3.2)", "missing-host")
         rid = request_id_from(request_id)
         method = request.method
         raw_path = request.path
@@ -181,7 +170,7 @@ class HotPath:
         # (llhttp checked the value: digits, one of them; the engine parsed it)
         if self.max_body_bytes and content_length is not None and content_length > self.max_body_bytes:
             return problem(413, f"request body exceeds {self.max_body_bytes} bytes", request_id=rid)
-        if refused is not None:  # no or an invalid Host, a WebSocket upgrade
+        if refused is not None:  # a WebSocket upgrade
             return problem(refused[0], refused[1], request_id=rid, kind=refused[2])
         return None
 

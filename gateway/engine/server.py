@@ -48,7 +48,15 @@ from httptools import (
 from mypy_extensions import mypyc_attr
 
 from gateway.engine.body import BodyStream
-from gateway.engine.wire import LAST_CHUNK, SERVER, Headers, chunk, http_date, status_line
+from gateway.engine.wire import (
+    LAST_CHUNK,
+    SERVER,
+    Headers,
+    chunk,
+    http_date,
+    status_line,
+    valid_host,
+)
 from gateway.problem import problem_body
 
 log = logging.getLogger("gateway.engine")
@@ -58,8 +66,8 @@ PARSE_SLICE = 16 * 1024  # bytes handed to llhttp at once when a read is larger
 LINGER = 2.0  # seconds we keep reading (and dropping) after our last response on a close
 
 
-# The request fields the engine itself reads (framing and expectations).
-_FRAMING = frozenset({b"content-length", b"transfer-encoding", b"expect"})
+# The request fields the engine itself reads (framing, expectations, the Host).
+_FRAMING = frozenset({b"content-length", b"transfer-encoding", b"expect", b"host"})
 # Response fields the engine sets itself: never passed on from the application's list.
 _OWN_FIELDS = frozenset({b"content-length", b"date", b"server", b"connection", b"transfer-encoding"})
 
@@ -406,7 +414,10 @@ class HttpConnection(asyncio.Protocol):
             self._upgrade_offered(data, exc)
             return
         except HttpParserError as exc:
-            self._refuse(400, f"malformed request: {exc}")
+            if str(exc) == "Invalid HTTP version":  # llhttp knows 1.0, 1.1 and 2.0 only
+                self._refuse(505, "this HTTP version is not supported; use HTTP/1.1")
+            else:
+                self._refuse(400, f"malformed request: {exc}")
             return
         if self._in_head:
             # Two lower bounds of the head's size, checked apart (a field's bytes are in both:
@@ -479,12 +490,19 @@ class HttpConnection(asyncio.Protocol):
         request = Request(self, method, target, headers, version, parser.should_keep_alive())
         now = request.started = self.loop.time()
         has_body = False
+        hosts = 0
         for name, value in self._headers:
             name = name.lower()
             headers.append((name, value))
             if name not in _FRAMING:
                 continue
-            if name == b"content-length":
+            if name == b"host":
+                hosts += 1
+                if hosts > 1:
+                    raise _Refusal(400, "the Host header field may appear only once", kind="duplicate-header")
+                if not valid_host(value):
+                    raise _Refusal(400, "the Host header field is not a valid host[:port]", kind="invalid-host")
+            elif name == b"content-length":
                 length = int(value)  # llhttp checked it (digits, a single value)
                 request.content_length = length
                 has_body = length > 0
@@ -500,6 +518,9 @@ class HttpConnection(asyncio.Protocol):
                 if value.lower() != b"100-continue":
                     raise _Refusal(417, "the only expectation supported is 100-continue")
                 request.expect_continue = version == "1.1"
+        if not hosts and version == "1.1":
+            raise _Refusal(400, "an HTTP/1.1 request must carry a Host header field (RFC 9112, 3.2)",
+                           kind="missing-host")
         if has_body:
             request.body = BodyStream(self._block, self._unblock,
                                       self._send_continue if request.expect_continue else None)

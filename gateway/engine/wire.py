@@ -7,6 +7,7 @@ sent unchanged (bytes outside ASCII pass as received).
 
 from __future__ import annotations
 
+import re
 import time
 from email.utils import formatdate
 from http import HTTPStatus
@@ -88,6 +89,16 @@ def end_to_end(fields: Headers) -> Headers:
 def valid_field_value(value: bytes) -> bool:
     """A field value as RFC 9110 §5.5 writes it: visible bytes, obs-text, SP and HTAB, no control."""
     return not value.translate(None, _VALUE_BYTES)
+
+
+# RFC 9110 7.2 / RFC 3986 3.2.2: uri-host [ ":" port ]; a reg-name, an IPv4 address or an
+# IP-literal. Anything else (`evil example`, `a/b?@`) is refused, never forwarded as
+# X-Forwarded-Host. Empty is valid (RFC 9112 3.2: a target without an authority).
+_HOST_SYNTAX = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%!$&'()*+,;=]+)(?::[0-9]{1,5})?")
+
+
+def valid_host(value: bytes) -> bool:
+    return not value or _HOST_SYNTAX.fullmatch(value) is not None
 
 
 def valid_field_name(name: bytes) -> bool:
