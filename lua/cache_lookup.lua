@@ -1,22 +1,26 @@
 -- cache_lookup: find the stored variant for a request, judge its freshness, and on a miss try to
 -- take the fill lock, all in one round trip.
--- KEYS[1] root HASH of the URL (<p>:c:{h}); KEYS[2] fill lock of the request's scope.
+-- KEYS[1] root HASH of the URL (<p>:c:{h}); KEYS[2] the URL's shared fill lock (scope 's');
+-- KEYS[3] fill lock of the request's own scope (the same key for an anonymous request).
 --   Variant keys are KEYS[1] .. ':' .. <vid>: same {hash tag}, named by the root (so not in KEYS).
 -- ARGV[1] lock lease ms; ARGV[2] lock token; ARGV[3] may fill (1/0); ARGV[4] request no-cache (1/0);
 -- ARGV[5] request max-age ms (-1 none); ARGV[6] request min-fresh ms; ARGV[7] request max-stale ms
 -- (-1 none); ARGV[8] the request's scope ('s' shared, 'u:<hash>' one consumer); ARGV[9] 1 when
 -- the shared scope is looked at first, usable only if stored as shareable with authenticated
--- requests; ARGV[10..] request header name, value pairs (lower-case names).
+-- requests; ARGV[10] 1 when a miss takes (or waits on) the shared lock, common to every consumer
+-- of the URL, 0 for the request's own; ARGV[11..] request header name, value pairs (lower-case).
+-- The lock of a found entry is its scope's (a revalidation); of a miss, per ARGV[10].
 -- Returns {state, blob, age ms, lifetime ms, swr ms, sie ms, no-stale 0/1, got lock 0/1,
---          lock pttl ms, scope used, now µs}; state is fresh | stale (max-stale allows) | swr |
---          expired (needs revalidation) | miss | pass (recently uncacheable: no lock); blob '' if none.
+--          lock pttl ms, scope used, now µs, lock scope}; state is fresh | stale (max-stale
+--          allows) | swr | expired (needs revalidation) | miss | pass (recently uncacheable: no
+--          lock); blob '' if none.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local root = KEYS[1]
 
 local function field_value(name)
   local values = {}
-  for i = 10, #ARGV - 1, 2 do
+  for i = 11, #ARGV - 1, 2 do
     if ARGV[i] == name then
       local v = string.gsub(ARGV[i + 1], '^[ \t]+', '')
       v = string.gsub(v, '[ \t]+$', '')
@@ -59,6 +63,14 @@ if not found then
   found = find_variant(scope)
   used = scope
 end
+local lock_scope = scope
+if found then
+  lock_scope = used
+elseif ARGV[10] == '1' then
+  lock_scope = 's'
+end
+local lock = KEYS[3]
+if lock_scope == 's' then lock = KEYS[2] end
 
 local state = 'miss'
 local blob = ''
@@ -84,18 +96,21 @@ if found then
     state = 'expired'
   end
 else
+  -- The request's own scope's marker only: what one consumer's responses were never changes
+  -- how another's requests are coalesced.
   local pass = tonumber(redis.call('HGET', root, scope .. '|pass') or '0')
   if pass > now then state = 'pass' end
 end
 
 local got, pttl = 0, 0
 if ARGV[3] == '1' and not no_cache and (state == 'miss' or state == 'expired' or state == 'swr') then
-  if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[1]) then
+  if redis.call('SET', lock, ARGV[2], 'NX', 'PX', ARGV[1]) then
     got = 1
   else
-    pttl = redis.call('PTTL', KEYS[2])
+    pttl = redis.call('PTTL', lock)
   end
 end
 -- Now in microseconds: a fill is compared with the URL's last invalidation at that resolution,
 -- so a PURGE and the lookup that follows it within the same millisecond are still ordered.
-return {state, blob, age, life, swr, sie, ns, got, pttl, used, tonumber(t[1]) * 1000000 + tonumber(t[2])}
+return {state, blob, age, life, swr, sie, ns, got, pttl, used, tonumber(t[1]) * 1000000 + tonumber(t[2]),
+  lock_scope}

@@ -1,8 +1,9 @@
 -- cache_store: store one response variant, bound the variants, release the fill lock and wake
 -- the waiters of every replica.
--- KEYS[1] root HASH of the URL; KEYS[2] fill lock of the scope; KEYS[3] invalidation time key.
+-- KEYS[1] root HASH of the URL; KEYS[2] the fill lock held (the URL's shared lock or the
+-- consumer's own); KEYS[3] invalidation time key.
 --   The variant key is KEYS[1] .. ':' .. <vid> (same {hash tag}).
--- ARGV[1] lock token ('' if none held); ARGV[2] scope; ARGV[3] Vary names joined by '\n';
+-- ARGV[1] lock token ('' if none held); ARGV[2] scope stored in; ARGV[3] Vary names joined by '\n';
 -- ARGV[4] secondary key; ARGV[5] age at store ms; ARGV[6] freshness lifetime ms;
 -- ARGV[7] stale-while-revalidate ms; ARGV[8] stale-if-error ms; ARGV[9] no-stale 0/1;
 -- ARGV[10] shareable with authenticated requests 0/1; ARGV[11] retention ms (Redis TTL);

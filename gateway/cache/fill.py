@@ -59,7 +59,7 @@ class Filler:
         if not decision.store:
             self.counters.not_stored += 1
             if token or found.state != PASS:
-                self.release_soon(st, token, "pass")
+                self.release_soon(st, found, token, "pass")
             return
         tee: BodyTee | None = None
         if entry is None:
@@ -68,15 +68,15 @@ class Filler:
             length = response.header(b"content-length")
             if length is not None and length.strip().isdigit() and int(length) > limit:
                 self.counters.too_large += 1
-                self.release_soon(st, token, "pass")
+                self.release_soon(st, found, token, "pass")
                 return
             if response.stream is not None:
                 expected = int(length) if length is not None and length.strip().isdigit() else None
-                tee = BodyTee(limit, expected, lambda: self.release_soon(st, token, "pass"))
+                tee = BodyTee(limit, expected, lambda: self.release_soon(st, found, token, "pass"))
                 response.stream = tee.wrap(response.stream)
             elif len(response.body) > limit:
                 self.counters.too_large += 1
-                self.release_soon(st, token, "pass")
+                self.release_soon(st, found, token, "pass")
                 return
         st.store = StorePlan(token, found, status, headers, decision, response_cc, age,
                               response_time, entry, response, tee)
@@ -94,7 +94,7 @@ class Filler:
                 if not tee.complete or upstream_failed(ctx):
                     if st.released is None:
                         st.released = "retry"
-                        await self.release(key, token, "retry")
+                        await self.release(key, plan.found, token, "retry")
                     return
                 body = tee.body
             else:
@@ -115,10 +115,14 @@ class Filler:
                                 else self.settings.stale_retention),
         )
         scope = SHARED_SCOPE if plan.decision.shared else key.scope
+        # A holder releases its lock and wakes its waiters; a request that held none tells
+        # those who wait on the scope it stored in.
+        lock_scope = plan.found.lock_scope if token else scope
         try:
             stored = await self.cache.save(
-                key=key, scope=scope, token=token, entry=stored_entry, vary=vary_names(headers) or [],
-                request_headers=key.headers, freshness=freshness, looked_up_at_us=plan.found.now_us,
+                key=key, scope=scope, lock_scope=lock_scope, token=token, entry=stored_entry,
+                vary=vary_names(headers) or [], request_headers=key.headers, freshness=freshness,
+                looked_up_at_us=plan.found.now_us,
             )
             if stored:
                 self.counters.stored += 1
@@ -126,16 +130,20 @@ class Filler:
             self.counters.store_errors += 1
             log.debug("cache store failed for %s: %s", key.url, exc)
 
-    def release_soon(self, st: LookupState, token: str, outcome: str) -> None:
-        """Give the fill back now, in the background, once per request."""
+    def release_soon(self, st: LookupState, found: Lookup, token: str, outcome: str) -> None:
+        """Give the fill `found` led to back now, in the background, once per request."""
         if st.released is not None:
             return
         st.released = outcome
-        self.spawn(self.release(st.key, token, outcome))
+        self.spawn(self.release(st.key, found, token, outcome))
 
-    async def release(self, key: LookupKey, token: str, outcome: str) -> None:
+    async def release(self, key: LookupKey, found: Lookup, token: str, outcome: str) -> None:
+        """Give back the lock `found` took (`token`), or with no token (a request that held
+        none) only set the pass marker and tell its own scope's waiters: never those of the
+        URL's shared lock, who wait on another consumer's fill."""
+        lock_scope = found.lock_scope if token else key.scope
         try:
-            await self.cache.release(key, token, outcome)
+            await self.cache.release(key, token, outcome, lock_scope=lock_scope)
         except StoreError as exc:  # the lease runs out on its own
             self.counters.store_errors += 1
             log.debug("cache release failed for %s: %s", key.url, exc)

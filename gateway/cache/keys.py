@@ -4,7 +4,10 @@ Everything about one URL lives under one hash tag `{<url hash>}` (Redis Cluster:
 
     <p>:c:{h}              root HASH: per scope its Vary names, its variants, a pass marker
     <p>:c:{h}:<vid>        one stored variant: a HASH of numbers the Lua reads + the entry blob
-    <p>:c:{h}:lock:<scope> the fill lock (SET NX PX)
+    <p>:c:{h}:lock:<scope> a fill lock (SET NX PX): `s`, the URL's, common to every consumer,
+                           taken by a miss (its fill may be stored shared) and by a revalidation
+                           of a shared entry; a consumer's own (`u:<hash>`) to revalidate its own
+                           entry, or after a shared fill stored what was not for it
     <p>:c:{h}:inv          time of the last invalidation (a fill started before it is not stored)
 
 The cluster-wide account of what is stored (size, byte budget, and each variant's URL for prefix

@@ -30,6 +30,17 @@ Authenticated requests (a verified consumer, or an Authorization header) never s
 consumer's response: a response to them is stored in the shared scope only when it says it may
 be shared (public, s-maxage, must-revalidate; RFC 9111 §3.5), otherwise in that consumer's own
 scope, seen by that consumer alone. `private` and `no-store` responses are never stored.
+
+Misses coalesce across consumers, as in a shared cache: a miss takes (or waits on) the URL's
+fill lock, common to every consumer and anonymous requests alike (`<p>:c:{h}:lock:s`), since
+its fill may be stored shared. A waiter is never handed the holder's response: woken, it looks
+up again with its own key, so it sees only what the rules above let it see. When the fill stored
+something, an authenticated waiter looks again under its own scope's lock: it finds the shared
+entry, or (stored for the holder's consumer only, or another Vary variant) it fills for itself,
+coalescing with its own consumer's requests, never queueing behind other consumers'. When the
+fill was uncacheable ('pass') every waiter fetches for itself at once; the pass marker that
+spares later requests the lock is set in the holder's own scope only, so what one consumer (or a
+client's odd request) got never changes how another's requests are coalesced.
 """
 
 from __future__ import annotations
@@ -75,6 +86,7 @@ from gateway.cache.store import (
     MISS,
     PASS,
     STALE,
+    STORED,
     SWR,
     CacheStore,
     Lookup,
@@ -257,8 +269,8 @@ class CachePolicy(Policy):
             if waited == 0:
                 self.counters.coalesced_waits += 1
             waited += 1
-            outcome = await self.waiters.wait(f"{key.h}|{key.scope}", staged_at, found.lock_ttl + 0.05,
-                                              self.keys.lock(key.h, key.scope))
+            outcome = await self.waiters.wait(f"{key.h}|{found.lock_scope}", staged_at, found.lock_ttl + 0.05,
+                                              self.keys.lock(key.h, found.lock_scope))
             if outcome == DOWN:  # nobody can store or release now: fetch, as the store is down
                 return await self._bypass(ctx, call_next)
             if outcome == "pass":
@@ -266,6 +278,13 @@ class CachePolicy(Policy):
             if outcome == "error" and found.entry is not None and self._stale_on_error(st, found, disconnected=True):
                 self.counters.stale += 1
                 return self._from_cache(ctx, found.entry, found.age, STALE_)
+            if outcome == STORED and found.lock_scope == SHARED_SCOPE and key.scope != SHARED_SCOPE:
+                # A consumer's fill of the URL's shared lock ended: what it stored is ours if it
+                # was stored shared (and matches our Vary fields); else it was for its consumer
+                # (or anonymous requests) only, never ours to see. Look again, and fill for
+                # ourselves under our own lock if it is not ours: no second wait in line behind
+                # other consumers whose responses we could not use either.
+                key = st.key = key._replace(shared_lock=False)
             staged_at = time.monotonic()
             try:
                 found = await self.cache.lookup(key)
@@ -298,11 +317,11 @@ class CachePolicy(Policy):
             if stored is not None and self._stale_on_error(st, found, disconnected=failure == "disconnected"):
                 _discard(response)
                 if holding:
-                    self.filler.release_soon(st, token, "error")
+                    self.filler.release_soon(st, found, token, "error")
                 self.counters.stale += 1
                 return self._from_cache(ctx, stored, found.age, STALE_, client_conditionals)
             if holding:
-                self.filler.release_soon(st, token, "error")
+                self.filler.release_soon(st, found, token, "error")
             self.counters.misses += 1
             return self._mark(ctx, response, MISS_)
 
@@ -322,7 +341,7 @@ class CachePolicy(Policy):
         if key.may_fill:
             self.filler.plan(ctx, st, found, token, None, age, response_time, response)
         elif holding:
-            self.filler.release_soon(st, token, "retry")
+            self.filler.release_soon(st, found, token, "retry")
         return response
 
     def _stale_on_error(self, st: LookupState, found: Lookup, *, disconnected: bool) -> bool:
@@ -357,7 +376,7 @@ class CachePolicy(Policy):
             log.exception("background refresh of %s failed", st.key.url)
             if st.released is None:
                 st.released = "retry"
-                await self.filler.release(st.key, st.key.token, "retry")
+                await self.filler.release(st.key, found, st.key.token, "retry")
             return
         await self.after(copy, st, response)
         inner_after = getattr(call_next, "after", None)  # the chain's: the policies inward

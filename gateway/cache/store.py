@@ -18,11 +18,12 @@ from typing import Any, NamedTuple
 
 from gateway.cache.directives import CacheDirectives
 from gateway.cache.entry import CacheEntry, EntryFormatError
-from gateway.cache.keys import CacheKeys, secondary_key, url_hash
+from gateway.cache.keys import SHARED_SCOPE, CacheKeys, secondary_key, url_hash
 from gateway.store import Pending, Store, StoreBatch
 
 # Lookup states (the Lua's words).
 FRESH, STALE, SWR, EXPIRED, MISS, PASS = "fresh", "stale", "swr", "expired", "miss", "pass"
+STORED = "stored"  # a fill's outcome (with 'pass', 'error', 'retry')
 INVALIDATION_MEMORY_MS = 300_000  # a fill slower than this after an invalidation may still land
 PURGE_CHUNK = 200
 # Charged per variant on top of its blob and URL: the variant HASH's fields and encoding, its
@@ -45,6 +46,7 @@ class Lookup(NamedTuple):
     lock_ttl: float
     scope: str
     now_us: int  # the Redis clock at the lookup, microseconds
+    lock_scope: str  # whose fill lock this request took or waits on: 's' (the URL's) or its own
 
     @property
     def staleness(self) -> float:
@@ -62,6 +64,10 @@ class LookupKey(NamedTuple):
     may_fill: bool
     request_cc: CacheDirectives
     headers: tuple[tuple[bytes, bytes], ...]
+    # A miss takes (or waits on) the URL's shared lock, common to every consumer, since its
+    # fill may be stored shared; False (the scope's own lock) once a shared fill stored
+    # something: the request then finds it, or it was not for this consumer and it fills its own.
+    shared_lock: bool = True
 
 
 class CacheSize(NamedTuple):
@@ -108,12 +114,13 @@ class CacheStore:
             _ms(cc.max_age) if cc.max_age is not None else -1,
             _ms(cc.min_fresh or 0),
             _ms(cc.max_stale) if cc.max_stale is not None else -1,
-            key.scope, int(key.check_shared),
+            key.scope, int(key.check_shared), int(key.shared_lock),
         ]
         for name, value in key.headers:
             args.append(name)
             args.append(value)
-        return [self.keys.root(key.h), self.keys.lock(key.h, key.scope)], args
+        keys = [self.keys.root(key.h), self.keys.lock(key.h, SHARED_SCOPE), self.keys.lock(key.h, key.scope)]
+        return keys, args
 
     def stage_lookup(self, batch: StoreBatch, key: LookupKey) -> Pending:
         keys, args = self._lookup_call(key)
@@ -142,28 +149,30 @@ class CacheStore:
             state=state, entry=entry, age=int(reply[2]) / 1000, lifetime=int(reply[3]) / 1000,
             swr=int(reply[4]) / 1000, stale_if_error=int(reply[5]) / 1000, no_stale=bool(int(reply[6])),
             got_lock=bool(int(reply[7])), lock_ttl=max(0, int(reply[8])) / 1000, scope=_text(reply[9]),
-            now_us=int(reply[10]),
+            now_us=int(reply[10]), lock_scope=_text(reply[11]),
         )
 
     # -- store / release -----------------------------------------------------------------
-    def wake_message(self, h: str, scope: str, outcome: str) -> str:
-        return f"{h}|{scope}|{outcome}"
+    def wake_message(self, h: str, lock_scope: str, outcome: str) -> str:
+        """`<url hash>|<lock scope>|<outcome>`: what the waiters of that lock are told."""
+        return f"{h}|{lock_scope}|{outcome}"
 
-    async def save(self, *, key: LookupKey, scope: str, token: str, entry: CacheEntry,
+    async def save(self, *, key: LookupKey, scope: str, lock_scope: str, token: str, entry: CacheEntry,
                    vary: list[str], request_headers: Iterable[tuple[bytes, bytes]],
                    freshness: StoredFreshness, looked_up_at_us: int) -> bool:
-        """Store a variant (and account for it). True when stored. Raises StoreError."""
+        """Store a variant in `scope` (and account for it), releasing the fill lock of
+        `lock_scope`. True when stored. Raises StoreError."""
         blob = entry.to_bytes()
         retention_ms = max(1, _ms(freshness.retention))
         reply = await self.store.eval(
             self.store.script("cache_store"),
-            [self.keys.root(key.h), self.keys.lock(key.h, key.scope), self.keys.invalidated(key.h)],
+            [self.keys.root(key.h), self.keys.lock(key.h, lock_scope), self.keys.invalidated(key.h)],
             [
                 token, scope, "\n".join(vary), secondary_key(vary, request_headers),
                 _ms(freshness.age), _ms(freshness.lifetime), _ms(freshness.swr),
                 _ms(freshness.stale_if_error), int(freshness.no_stale),
                 int(freshness.shared_with_authenticated), retention_ms, blob, self.max_variants,
-                self.keys.channel, self.wake_message(key.h, key.scope, "stored"), looked_up_at_us,
+                self.keys.channel, self.wake_message(key.h, lock_scope, STORED), looked_up_at_us,
             ],
         )
         if _text(reply[0]) != "stored":
@@ -187,13 +196,14 @@ class CacheStore:
             await batch.execute()
         return CacheSize(int(reply[0]), int(reply[1]), int(reply[2]))
 
-    async def release(self, key: LookupKey, token: str, outcome: str) -> None:
-        """Give up a fill: 'pass' (uncacheable, remembered for `pass_ttl`), 'error' or 'retry'."""
+    async def release(self, key: LookupKey, token: str, outcome: str, *, lock_scope: str) -> None:
+        """Give up a fill of `lock_scope`'s lock (and wake its waiters): 'pass' (uncacheable,
+        remembered for `pass_ttl` in the request's own scope), 'error' or 'retry'."""
         await self.store.eval(
             self.store.script("cache_release"),
-            [self.keys.lock(key.h, key.scope), self.keys.root(key.h)],
+            [self.keys.lock(key.h, lock_scope), self.keys.root(key.h)],
             [token, outcome, key.scope, max(1, _ms(self.pass_ttl)), self.keys.channel,
-             self.wake_message(key.h, key.scope, outcome)],
+             self.wake_message(key.h, lock_scope, outcome)],
         )
 
     # -- invalidation and purge ----------------------------------------------------------

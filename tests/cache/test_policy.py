@@ -258,6 +258,103 @@ async def test_anonymous_entries_are_not_served_to_authenticated_unless_shareabl
     assert r.body == b"auth"
 
 
+# -- coalescing across consumers -----------------------------------------------------------------
+def twenty_consumers() -> list[dict[str, object]]:
+    """make_ctx keywords of 20 consumers: ten verified (an API key), ten by an Authorization header."""
+    return ([{"consumer": consumer(f"key-{i}")} for i in range(10)]
+            + [{"headers": [(b"authorization", f"Bearer token-{i}".encode())]} for i in range(10)])
+
+
+def requester(ctx: RequestContext) -> bytes:
+    if ctx.consumer is not None:
+        return ctx.consumer.id.encode()
+    return ctx.header(b"authorization") or b"anonymous"
+
+
+async def burst(policy: CachePolicy, store: Store, config, who: list[dict[str, object]], origin: Origin):  # type: ignore[no-untyped-def]
+    await _subscribed(policy)
+    return await asyncio.wait_for(asyncio.gather(*(
+        send(policy, store, make_ctx(config, **kw), origin) for kw in who  # type: ignore[arg-type]
+    )), 20)
+
+
+async def test_a_shareable_miss_is_fetched_once_for_every_consumer(policy: CachePolicy, store: Store, config) -> None:  # type: ignore[no-untyped-def]
+    origin = Origin(Reply(headers=[(CC, b"public, max-age=60")], body=b"for everyone", delay=0.3))
+    results = await burst(policy, store, config, twenty_consumers(), origin)
+    assert origin.calls == 1
+    assert all(r.status == 200 and r.body == b"for everyone" for r in results)
+    assert sum(r.x_cache == "MISS" for r in results) == 1
+    assert sum(r.x_cache == "HIT" for r in results) == 19
+
+
+@pytest.mark.parametrize(
+    ("cache_control", "fetches"),
+    [
+        ("private, max-age=60", 22),  # never stored: everyone fetches for themselves
+        ("max-age=60", 21),  # stored per consumer (the two anonymous requests share theirs)
+    ],
+)
+async def test_a_per_consumer_response_is_never_served_to_the_other_waiters(
+        policy: CachePolicy, store: Store, config, cache_control: str, fetches: int) -> None:  # type: ignore[no-untyped-def]
+    # Twenty consumers and two anonymous requests miss together; whoever fills first, the
+    # response turns out to be for one consumer only: each waiter then fetches its own.
+    origin = Origin(lambda ctx: Reply(headers=[(CC, cache_control.encode())], body=b"for " + requester(ctx),
+                                      delay=0.3))
+    who = [*twenty_consumers(), {}, {}]
+    expected = [b"for " + requester(make_ctx(config, **kw)) for kw in who]  # type: ignore[arg-type]
+    results = await burst(policy, store, config, who, origin)
+    assert [r.body for r in results] == expected
+    assert origin.calls == fetches
+    again = await burst(policy, store, config, who, origin)  # and what was stored is theirs alone
+    assert [r.body for r in again] == expected
+    if "private" not in cache_control:
+        assert origin.calls == fetches and {r.x_cache for r in again} == {"HIT"}
+
+
+async def test_a_shared_entry_that_varies_by_consumer_is_never_served_to_another(policy: CachePolicy, store: Store, config) -> None:  # type: ignore[no-untyped-def]
+    # Shareable, but one variant per Authorization: each waiter finds the first fill is not its
+    # variant and fetches its own at once (in parallel, not in line behind the others).
+    origin = Origin(lambda ctx: Reply(headers=[(CC, b"public, max-age=60"), (b"vary", b"Authorization")],
+                                      body=b"for " + requester(ctx), delay=0.3))
+    who: list[dict[str, object]] = [{"headers": [(b"authorization", f"Bearer token-{i}".encode())]} for i in range(8)]
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    results = await burst(policy, store, config, who, origin)
+    took = loop.time() - started
+    assert [r.body for r in results] == [f"for Bearer token-{i}".encode() for i in range(8)]
+    assert origin.calls == 8
+    assert took < 1.2, f"the waiters queued behind each other ({took:.2f} s)"
+
+
+async def test_one_consumers_uncacheable_answer_does_not_stop_the_others_coalescing(policy: CachePolicy, store: Store, config) -> None:  # type: ignore[no-untyped-def]
+    # The origin answers one consumer no-store (or a client makes it answer so): that
+    # consumer's requests skip the lock for pass_ttl, nobody else's.
+    def answer(ctx: RequestContext) -> Reply:
+        cc = b"no-store" if requester(ctx) == b"key-0" else b"public, max-age=60"
+        return Reply(headers=[(CC, cc)], body=b"for " + requester(ctx), delay=0.2)
+
+    origin = Origin(answer)
+    await _subscribed(policy)
+    await send(policy, store, make_ctx(config, consumer=consumer("key-0")), origin)
+    await asyncio.gather(*list(policy._tasks))  # its fill lock is back
+    for _ in range(200):  # and its wake-up came by: late, it would send the burst's waiters off
+        if any(outcome == "pass" for _, outcome in policy.waiters._recent.values()):
+            break
+        await asyncio.sleep(0.01)
+    results = await burst(policy, store, config, twenty_consumers()[1:], origin)
+    assert origin.calls == 2
+    assert {r.body for r in results} == {results[0].body} and results[0].body != b"for key-0"
+
+
+async def test_a_consumers_own_misses_still_coalesce(policy: CachePolicy, store: Store, config) -> None:  # type: ignore[no-untyped-def]
+    # Four consumers, five requests each, a response stored per consumer: one fetch each.
+    origin = Origin(lambda ctx: Reply(headers=[(CC, b"max-age=60")], body=b"for " + requester(ctx), delay=0.2))
+    who: list[dict[str, object]] = [{"consumer": consumer(f"key-{i % 4}")} for i in range(20)]
+    results = await burst(policy, store, config, who, origin)
+    assert [r.body for r in results] == [f"for key-{i % 4}".encode() for i in range(20)]
+    assert origin.calls == 4
+
+
 # -- invalidation ---------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("method", "status", "location", "invalidated"),
@@ -418,9 +515,9 @@ async def test_an_uncacheable_response_gives_its_fill_back_at_the_head(
     released: list[tuple[str, str]] = []
     release = policy.cache.release
 
-    async def counted(key, token: str, outcome: str) -> None:  # type: ignore[no-untyped-def]
+    async def counted(key, token: str, outcome: str, **kw) -> None:  # type: ignore[no-untyped-def]
         released.append((token, outcome))
-        await release(key, token, outcome)
+        await release(key, token, outcome, **kw)
 
     policy.cache.release = counted  # type: ignore[method-assign]
     body = bytes(range(100)) * 20  # 2000 bytes in 20 chunks, 50 ms apart: about 1 s
