@@ -186,7 +186,9 @@ class ProxySettings(Section):
         "408/504 problem if nothing was sent yet, else the connection is cut (0: none)")
     pool_size: int = Field(256, ge=1, description="connections per upstream target, per process")
     pool_timeout: float = Field(5, gt=0, description="seconds to wait for a free upstream connection (503)")
-    upstream_keepalive: float = Field(30, gt=0, description="seconds an idle upstream connection is kept")
+    upstream_keepalive: float = Field(
+        4, gt=0, description="seconds an idle upstream connection is kept (below the upstream's own "
+        "keep-alive timeout: uvicorn, Node and Apache close theirs after 5 s)")
     underscores_in_headers: bool = Field(
         False, description="forward request fields whose names hold '_' (off: dropped, as nginx does)")
 

@@ -11,12 +11,13 @@ first, the way nginx's proxy_buffering does: one write to the client, the connec
 pool at once, and an upstream that breaks mid-body still gets a clean 502 instead of a cut
 response.
 
-Nothing is retried once any of the request may have been processed (a request is forwarded
-intact or refused, never sent twice): the one retry is an idempotent request without a body
-whose reused keep-alive connection closed before any byte of a response came back (a stale
-connection, or an origin that read it and closed without answering: no proxy can tell them
-apart; RFC 9110 §9.2.2 lets an idempotent request be sent again). A new connection is never
-retried.
+Nothing is ever sent twice: without configured retries (issue #17) a request is sent once, and
+an upstream that fails it gets a 502/504 (a request is forwarded intact or refused). The pool
+never hands out a connection the upstream has closed (its FIN closes an idle one at once), and
+idle connections are closed after `proxy.upstream_keepalive` (4 s), before the common servers'
+own keep-alive timeouts (uvicorn, Node and Apache: 5 s), so the race a retry would cover (an
+upstream closing a kept-alive connection just as a request goes out on it) is rare; an origin
+that reads a request and drops the connection sees it once, on a new connection or a reused one.
 
 Timeouts follow nginx's `proxy_*_timeout` idea: `connect_timeout` to connect, then the service's
 `timeout` (or the route's) both for the response head and for every gap while reading the body.
@@ -39,7 +40,6 @@ from gateway.engine.failures import Failure
 from gateway.engine.server import BodyTimeout, ClientGone
 from gateway.problem import problem
 
-IDEMPOTENT_NO_BODY = frozenset({"GET", "HEAD", "OPTIONS", "DELETE", "TRACE"})
 SMALL_BODY = 64 * 1024  # bytes; larger or unknown-length bodies stream
 
 # Not forwarded: the gateway answers `Expect` itself, sets Host to the target's, and writes the
@@ -143,7 +143,6 @@ class UpstreamPool:
         has_body = ctx.has_body
         outcome = ctx.upstream = UpstreamOutcome(target=url)
         started = time.perf_counter()
-        retry = not has_body and ctx.method in IDEMPOTENT_NO_BODY
         body: AsyncIterable[bytes] | None = None
         chunked = ctx.chunked
         length: int | None = None  # of a chunked body read whole
@@ -159,18 +158,9 @@ class UpstreamPool:
             if client is not None and client.left:  # it gave up while the policies ran
                 raise ClientGone("the client closed the connection")  # nothing goes upstream
             watch = client.watch_leave if client is not None else None
-            try:
-                ex = await send(pool, head, body, chunked=chunked, head_only=ctx.method == "HEAD",
-                                stall=stall, connect_timeout=service.connect_timeout,
-                                small_body=SMALL_BODY, on_interim=ctx.interim, watch=watch)
-            except UpstreamError as exc:
-                if not (retry and exc.retryable):
-                    raise
-                # A stale keep-alive connection: nothing was processed; once more, on a new one.
-                ex = await send(pool, head, None, chunked=False, head_only=ctx.method == "HEAD",
-                                stall=stall, connect_timeout=service.connect_timeout,
-                                small_body=SMALL_BODY, on_interim=ctx.interim, fresh=True,
-                                watch=watch)
+            ex = await send(pool, head, body, chunked=chunked, head_only=ctx.method == "HEAD",
+                            stall=stall, connect_timeout=service.connect_timeout,
+                            small_body=SMALL_BODY, on_interim=ctx.interim, watch=watch)
             outcome.status = ex.status
             headers = ex.headers  # the end-to-end fields (the engine left out the hop-by-hop ones)
             if ex.reads_whole:

@@ -519,8 +519,18 @@ class TargetPool:
         while idle:
             conn = idle.pop()
             if not conn.closed:
-                return conn
+                if conn.idle_since >= self.loop.time() - self.keepalive:
+                    return conn
+                self._expire_idle(conn)
         return None
+
+    def _expire_idle(self, conn: UpstreamConnection) -> None:
+        """`conn` (the most recently used idle one) outlived `keepalive`: so did every older one.
+        Never reused past it: the upstream may be closing it as a request goes out."""
+        conn.close()
+        for old in self.idle:
+            old.close()
+        self.idle.clear()
 
     async def acquire(self, connect_timeout: float, fresh: bool = False,
                       watch: Callable[[asyncio.Future[Any]], None] | None = None) -> UpstreamConnection:
@@ -533,6 +543,9 @@ class TargetPool:
                 conn = idle.pop()
                 if conn.closed:
                     continue
+                if conn.idle_since < self.loop.time() - self.keepalive:
+                    self._expire_idle(conn)
+                    break
                 if not fresh:
                     return conn
                 conn.close()  # frees its slot for the new connection

@@ -765,25 +765,48 @@ async def test_a_small_body_that_stalls_is_a_504() -> None:
         assert 0.45 <= time.monotonic() - started < 1.5
 
 
-# -- 8. retries -----------------------------------------------------------------------------------------
+# -- 8. never sent twice (no retries without configured ones) --------------------------------------------
 @pytest.mark.parametrize("ending", [close, reset], ids=["closed", "reset"])
-async def test_a_get_on_a_stale_connection_is_retried_once_on_a_new_one(ending: Action) -> None:
-    async with gateway_to(response(b"first"), ending, response(b"retried")) as (upstream, url):
+@pytest.mark.parametrize("method", ["GET", "HEAD", "DELETE", "OPTIONS"])
+async def test_an_origin_that_took_the_request_on_a_reused_connection_sees_it_once(
+        method: str, ending: Action) -> None:
+    # An idempotent request on a kept-alive connection that the origin reads and drops (a
+    # crash after processing) is not sent again: without configured retries, never twice.
+    async with gateway_to(response(b"first"), ending, response(b"next")) as (upstream, url):
         async with httpx.AsyncClient(base_url=url, timeout=READ) as client:
             assert (await client.get("/a/x")).content == b"first"
-            resp = await client.get("/a/x")
-        assert resp.status_code == 200 and resp.content == b"retried"
+            resp = await client.request(method, "/a/x")
+            assert resp.status_code == 502
+            if method != "HEAD":
+                assert resp.json()["type"].endswith("/upstream-reset")
+            again = await client.get("/a/x")  # on a new connection
+        assert again.status_code == 200 and again.content == b"next"
+        assert [len(p.requests) for p in upstream.peers] == [2, 1]  # it arrived once
+
+
+async def test_a_connection_idle_past_the_keepalive_is_never_reused() -> None:
+    # The upstream may be closing it as a request goes out: a new connection instead.
+    async with gateway_to(OK, proxy={"upstream_keepalive": 0.3}) as (upstream, url):
+        async with httpx.AsyncClient(base_url=url, timeout=READ) as client:
+            assert (await client.get("/a/x")).status_code == 200
+            assert (await client.get("/a/x")).status_code == 200  # reused at once
+            await asyncio.sleep(0.4)
+            assert (await client.get("/a/x")).status_code == 200
         assert [len(p.requests) for p in upstream.peers] == [2, 1]
 
 
-async def test_a_get_is_retried_only_once() -> None:
-    async with gateway_to(response(b"first"), close) as (upstream, url):
+async def test_an_idle_connection_the_upstream_closed_is_never_handed_out() -> None:
+    async def answer_then_close_when_idle(peer: Peer, request: UpRequest) -> None:
+        peer.write(OK)
+        await asyncio.sleep(0.05)
+        peer.close()  # its own keep-alive timeout, while the gateway holds the connection idle
+
+    async with gateway_to(answer_then_close_when_idle) as (upstream, url):
         async with httpx.AsyncClient(base_url=url, timeout=READ) as client:
-            assert (await client.get("/a/x")).content == b"first"
-            resp = await client.get("/a/x")
-        assert resp.status_code == 502
-        assert resp.json()["type"].endswith("/upstream-reset")
-        assert [len(p.requests) for p in upstream.peers] == [2, 1]
+            for _ in range(3):
+                assert (await client.get("/a/x")).status_code == 200
+                await asyncio.sleep(0.2)
+        assert [len(p.requests) for p in upstream.peers] == [1, 1, 1]  # never a 502, never twice
 
 
 async def test_a_post_on_a_stale_connection_is_not_retried() -> None:
