@@ -15,6 +15,9 @@ from collections.abc import Callable
 
 HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024
+# A response body from an upstream waits for a client that may read slowly: it buffers less.
+RESPONSE_HIGH_WATER = 64 * 1024
+RESPONSE_LOW_WATER = 16 * 1024
 
 
 def _nothing() -> None:
@@ -25,10 +28,13 @@ class BodyStream:
     """Chunks fed by a connection, read by one consumer (`await read()`, or `async for`)."""
 
     __slots__ = ("_chunks", "_size", "_done", "_error", "_waiter", "_pause", "_resume", "paused",
-                 "received", "discarding", "_on_read")
+                 "received", "discarding", "_on_read", "_high", "_low")
 
     def __init__(self, pause: Callable[[], None] = _nothing, resume: Callable[[], None] = _nothing,
-                 on_read: Callable[[], None] | None = None) -> None:
+                 on_read: Callable[[], None] | None = None, high: int = HIGH_WATER,
+                 low: int = LOW_WATER) -> None:
+        self._high = high
+        self._low = low
         self._chunks: deque[bytes] = deque()
         self._size = 0
         self._done = False
@@ -53,7 +59,7 @@ class BodyStream:
             self._waiter = None
             if not waiter.done():
                 waiter.set_result(None)
-        if self._size > HIGH_WATER and not self.paused:
+        if self._size > self._high and not self.paused:
             self.paused = True
             self._pause()
 
@@ -107,7 +113,7 @@ class BodyStream:
             await waiter
         chunk = self._chunks.popleft()
         self._size -= len(chunk)
-        if self.paused and self._size <= LOW_WATER:
+        if self.paused and self._size <= self._low:
             self.paused = False
             self._resume()
         return chunk

@@ -43,7 +43,7 @@ from httptools import (
 )
 from mypy_extensions import mypyc_attr
 
-from gateway.engine.body import BodyStream
+from gateway.engine.body import RESPONSE_HIGH_WATER, RESPONSE_LOW_WATER, BodyStream
 from gateway.engine.failures import Failure
 from gateway.engine.wire import HOP_BY_HOP, LAST_CHUNK, Headers, chunk, connection_tokens
 
@@ -307,7 +307,8 @@ class UpstreamConnection(asyncio.Protocol):
             ex.whole = []
         else:
             ex.until_eof = not chunked and length is None
-            ex.stream = BodyStream(self._pause_reading, self._resume_reading)
+            ex.stream = BodyStream(self._pause_reading, self._resume_reading,
+                                   high=RESPONSE_HIGH_WATER, low=RESPONSE_LOW_WATER)
         if not ex.head.done():
             ex.head.set_result(None)
         if ex.head_only:
