@@ -21,6 +21,12 @@ from redis.asyncio.connection import parse_url
 from redis.exceptions import NoScriptError, ResponseError
 
 
+def closed_by_peer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+    """An idle connection Redis closed (a restart, a timeout, a kill): its FIN or reset has
+    arrived by the time the connection is taken again."""
+    return reader.at_eof() or writer.transport.is_closing()
+
+
 class RespConnection:
     """One Redis connection speaking RESP2 directly."""
 
@@ -53,9 +59,7 @@ class RespConnection:
 
     @property
     def alive(self) -> bool:
-        """Not closed by Redis while it sat idle (a restart, a timeout, a kill: the FIN or
-        reset has arrived by the time the connection is taken again)."""
-        return not (self.reader.at_eof() or self.writer.transport.is_closing())
+        return not closed_by_peer(self.reader, self.writer)
 
     def close(self) -> None:
         self.writer.close()

@@ -35,7 +35,7 @@ from redis.exceptions import (
     ResponseError,
 )
 
-from gateway.redis_lane import RespPool
+from gateway.redis_lane import RespPool, closed_by_peer
 from gateway.redis_urls import redact
 
 log = logging.getLogger("gateway.store")
@@ -440,7 +440,7 @@ class HiredisPackingConnection(aioredis.Connection):
 
     async def connect_check_health(self, check_health: bool = True, retry_socket_connect: bool = True) -> None:
         reader, writer = self._reader, self._writer
-        if reader is not None and writer is not None and (reader.at_eof() or writer.transport.is_closing()):
+        if reader is not None and writer is not None and closed_by_peer(reader, writer):
             await self.disconnect()
         await super().connect_check_health(check_health=check_health, retry_socket_connect=retry_socket_connect)
 

@@ -247,30 +247,35 @@ class _Limited:
     def __aiter__(self) -> _Limited:
         return self
 
-    async def __anext__(self) -> bytes:
+    async def read(self) -> bytes:
+        """The next chunk, b"" at the end."""
         chunk = await self.body.read()
-        if not chunk:
-            raise StopAsyncIteration
-        self.count(len(chunk))
-        return chunk
-
-    def count(self, size: int) -> None:
-        self.received += size
+        self.received += len(chunk)
         if self.limit and self.received > self.limit:
             raise BodyTooLarge()
+        return chunk
+
+    async def __anext__(self) -> bytes:
+        chunk = await self.read()
+        if not chunk:
+            raise StopAsyncIteration
+        return chunk
 
 
 class _Buffered:
     """A request body read ahead up to `limit` bytes: all of it (`complete`), or that much
     first and the rest as it arrives."""
 
-    __slots__ = ("chunks", "rest", "size", "complete")
+    __slots__ = ("chunks", "rest", "size")
 
     def __init__(self, chunks: list[bytes], rest: _Limited | None, size: int) -> None:
         self.chunks = chunks
-        self.rest = rest
+        self.rest = rest  # None: the whole body is in `chunks`
         self.size = size
-        self.complete = rest is None
+
+    @property
+    def complete(self) -> bool:
+        return self.rest is None
 
     @classmethod
     async def read(cls, body: _Limited, limit: int) -> _Buffered:
@@ -278,10 +283,9 @@ class _Buffered:
         chunks: list[bytes] = []
         size = 0
         while size <= limit:
-            chunk = await body.body.read()
+            chunk = await body.read()
             if not chunk:
                 return cls(chunks, None, size)
-            body.count(len(chunk))
             chunks.append(chunk)
             size += len(chunk)
         return cls(chunks, body, size)

@@ -7,25 +7,17 @@ load the policy.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from gateway.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from gateway.breaker.policy import CircuitBreakerPolicy
     from gateway.breaker.state import BreakerRules, BreakerState
 
 __all__ = ["BreakerRules", "BreakerState", "CircuitBreakerPolicy"]
-_HOMES = {
+__getattr__ = lazy_exports(__name__, {
     "BreakerRules": "gateway.breaker.state",
     "BreakerState": "gateway.breaker.state",
     "CircuitBreakerPolicy": "gateway.breaker.policy",
-}
-
-
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(home), name)
-    globals()[name] = value
-    return value
+})

@@ -67,7 +67,7 @@ LINGER = 2.0  # seconds we keep reading (and dropping) after our last response o
 
 
 # The request fields the engine itself reads (framing, expectations, the Host).
-_FRAMING = frozenset({b"content-length", b"transfer-encoding", b"expect", b"host"})
+_ENGINE_FIELDS = frozenset({b"content-length", b"transfer-encoding", b"expect", b"host"})
 # Response fields the engine sets itself: never passed on from the application's list.
 _OWN_FIELDS = frozenset({b"content-length", b"date", b"server", b"connection", b"transfer-encoding"})
 
@@ -494,7 +494,7 @@ class HttpConnection(asyncio.Protocol):
         for name, value in self._headers:
             name = name.lower()
             headers.append((name, value))
-            if name not in _FRAMING:
+            if name not in _ENGINE_FIELDS:
                 continue
             if name == b"host":
                 hosts += 1

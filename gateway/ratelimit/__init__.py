@@ -7,8 +7,9 @@ load the policy.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from gateway.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from gateway.ratelimit.policy import RateLimitPolicy
@@ -16,9 +17,4 @@ if TYPE_CHECKING:
 __all__ = ["RateLimitPolicy"]
 
 
-def __getattr__(name: str) -> Any:
-    if name in __all__:
-        value = getattr(importlib.import_module("gateway.ratelimit.policy"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, {"RateLimitPolicy": "gateway.ratelimit.policy"})

@@ -384,6 +384,18 @@ async def read_response(reader: asyncio.StreamReader, method: str = "GET") -> Ra
         interim.append(message)
 
 
+async def chunked_upload(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                         pieces: list[bytes]) -> RawResponse:
+    """POST /a/up with a chunked body sent piece by piece (a pause between them); the answer."""
+    writer.write(request_bytes("POST", "/a/up", b"transfer-encoding: chunked"))
+    for piece in pieces:
+        writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+        await writer.drain()
+        await asyncio.sleep(0.01)
+    writer.write(b"0\r\n\r\n")
+    return await read_response(reader)
+
+
 async def fetch(url: str, method: str = "GET", path: str = "/a/x", *headers: bytes,
                 body: bytes = b"") -> RawResponse:
     """One request on a connection of its own."""
@@ -877,13 +889,7 @@ async def test_a_chunked_upload_is_forwarded_chunked_and_byte_exact() -> None:
 
     async with gateway_to(echo_length) as (upstream, url):
         async with raw_connection(url) as (reader, writer):
-            writer.write(request_bytes("POST", "/a/up", b"transfer-encoding: chunked"))
-            for piece in pieces:
-                writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
-                await writer.drain()
-                await asyncio.sleep(0.01)
-            writer.write(b"0\r\n\r\n")
-            got = await read_response(reader)
+            got = await chunked_upload(reader, writer, pieces)
         assert got.status == 200 and got.body == b"300000"
         [request] = upstream.requests
         assert request.headers["transfer-encoding"] == "chunked"
@@ -925,13 +931,7 @@ async def test_a_small_chunked_upload_goes_upstream_whole_with_a_content_length(
 
     async with gateway_to(echo_length) as (upstream, url):
         async with raw_connection(url) as (reader, writer):
-            writer.write(request_bytes("POST", "/a/up", b"transfer-encoding: chunked"))
-            for piece in pieces:
-                writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
-                await writer.drain()
-                await asyncio.sleep(0.01)
-            writer.write(b"0\r\n\r\n")
-            got = await read_response(reader)
+            got = await chunked_upload(reader, writer, pieces)
         assert got.status == 200 and got.body == b"5000"
         [request] = upstream.requests
         assert request.headers["content-length"] == "5000"
