@@ -173,7 +173,7 @@ async def run(args: argparse.Namespace) -> list[tuple[str, float, str]]:
         text = ""
         if prof is not None:
             out = io.StringIO()
-            pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(18)
+            pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(int(os.environ.get("PROFILE_TOP", "18")))
             text = out.getvalue()
         results.append((name, per, text))
         print(f"inprocess: {name:10s} {per * 1e6:7.1f} µs/req (CPU, whole process)", file=sys.stderr)

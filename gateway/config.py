@@ -100,6 +100,9 @@ class ServiceSettings(Section):
             raise ValueError("give either 'url' or 'targets', not both")
         if self.circuit_breaker is not None:
             BreakerSettings(**self.circuit_breaker)  # validate the override early
+            if "sync_interval" in self.circuit_breaker:
+                raise ValueError("circuit_breaker.sync_interval is process-wide: set it in the "
+                                 "top-level circuit_breaker block, not per service")
         return self
 
     @property

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from importlib import resources
@@ -389,8 +390,15 @@ class Store:
 
 
 def lua_source(name: str) -> str:
-    """The text of `lua/<name>.lua`, from the installed package (a wheel or the checkout)."""
-    return resources.files("gateway.lua").joinpath(f"{name}.lua").read_text(encoding="utf-8")
+    """The text of `lua/<name>.lua`, from the installed package (a wheel or the checkout).
+
+    A line `--@include <part>` is replaced by the text of `lua/<part>.lua` (code several
+    scripts share, e.g. `_breaker_changed`); Redis only ever sees whole scripts."""
+    text = resources.files("gateway.lua").joinpath(f"{name}.lua").read_text(encoding="utf-8")
+    return _INCLUDE.sub(lambda m: lua_source(m.group(1)).rstrip("\n"), text)
+
+
+_INCLUDE = re.compile(r"^--@include ([A-Za-z0-9_]+)$", re.MULTILINE)
 
 
 def embedded_store() -> Store:

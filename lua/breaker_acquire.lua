@@ -1,11 +1,14 @@
 -- breaker_acquire: admit one request to a service none of whose targets looked closed (rare path).
 -- KEYS: for each candidate target its state hash, then its probe-lease sorted set:
 --       gw:cb:{<service>}:s:<target>, gw:cb:{<service>}:l:<target>, ... (one hash tag)
--- ARGV: half_open_max_calls, half_open_timeout_ms
+-- ARGV: half_open_max_calls, half_open_timeout_ms, channel (where changes are published)
+-- Every change of a target's state or open time sets its version `v` and is published on the
+-- breaker channel as `<state key>|<code>|<remaining_ms>|<v>` (code 0 closed, 1 open, 2 half-open),
+-- so every replica's board follows it (gateway/breaker/board.py).
 -- A target whose open time is over moves to half-open here. A probe lease is a member of the
 -- lease set scored with its expiry, so a lease whose replica crashed frees up by itself; at most
 -- half_open_max_calls unexpired leases exist per target, cluster-wide.
--- Returns {kind, index, lease_id, retry_ms, [index, from, to, reason]...}:
+-- Returns {kind, index, lease_id, retry_ms, [index, from, to, reason, message]...}:
 --   kind 0: target `index` (1-based) is closed after all, send as usual
 --   kind 1: probe lease `lease_id` granted on target `index`
 --   kind 2: rejected, every target is open; retry_ms until the first one may be probed
@@ -13,6 +16,7 @@
 -- The trailing entries are the transitions this call made (so only this caller logs them).
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+--@include _breaker_changed
 local max_calls = tonumber(ARGV[1])
 local lease_ms = tonumber(ARGV[2])
 local transitions = {}
@@ -43,7 +47,8 @@ for i = 1, #KEYS, 2 do
         'last_reason', 'open time elapsed')
       redis.call('HINCRBY', state_key, 'transitions', 1)
       redis.call('DEL', lease_key)
-      for _, x in ipairs({index, 'open', 'half-open', 'open time elapsed'}) do
+      local message = changed(state_key, 2, 0, ARGV[3])
+      for _, x in ipairs({index, 'open', 'half-open', 'open time elapsed', message}) do
         transitions[#transitions + 1] = x
       end
       state = 'half-open'

@@ -8,9 +8,14 @@
 -- Outcomes only count while the target is closed: in-flight requests admitted before it opened
 -- must not extend or reopen it, and in half-open only probes count (breaker_probe).
 -- The window is 10 buckets of window_ms/10, fields s:<bucket> and f:<bucket>.
--- Returns {0}, or {1, from, to, reason} when this call opened the breaker.
+--       , channel (where changes are published)
+-- Every change of a target's state or open time sets its version `v` and is published on the
+-- breaker channel as `<state key>|<code>|<remaining_ms>|<v>` (code 0 closed, 1 open, 2 half-open),
+-- so every replica's board follows it (gateway/breaker/board.py).
+-- Returns {0}, or {1, from, to, reason, message} when this call opened the breaker.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+--@include _breaker_changed
 local state_key, window_key = KEYS[1], KEYS[2]
 local successes, failures = tonumber(ARGV[1]), tonumber(ARGV[2])
 local leading, longest, trailing = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -69,4 +74,5 @@ redis.call('HSET', state_key, 'state', 'open', 'open_until', now + open_ms, 'ope
   'failures', 0, 'successes', 0,
   'last_from', 'closed', 'last_to', 'open', 'last_at', now, 'last_reason', reason)
 redis.call('HINCRBY', state_key, 'transitions', 1)
-return {1, 'closed', 'open', reason}
+local message = changed(state_key, 1, open_ms, ARGV[12])
+return {1, 'closed', 'open', reason, message}

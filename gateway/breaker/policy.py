@@ -2,10 +2,12 @@
 
 Per request (see docs/architecture.md):
 
-* `stage`: one read-only script call on the request's single round trip returns the state of
-  every target of the service. While every target is known to be open (the last read said
-  so and none is due yet) not even that: the replica remembers until when, answers from
-  memory, and reads again once a probe may be due.
+* `stage`: nothing at all while the board is live (`gateway/breaker/board.py`: every
+  replica holds every breaker state, kept current by the change messages the scripts
+  publish). Without a live board (not yet subscribed and synced, the subscription lost), one
+  read-only script call on the request's single round trip returns the state of every target
+  of the service; while every target is known to be open not even that: the replica
+  remembers until when, answers from memory, and reads again once a probe may be due.
 * `handle`: a closed target is picked round-robin and set as `ctx.target`. When no target is
   closed and none is due for a probe, the answer is an immediate 503 (`Retry-After`,
   `X-Circuit-State: open`) with no upstream attempt. When a target is due for a probe (or
@@ -30,6 +32,7 @@ dead upstream; a breaker the cluster closed meanwhile is not reopened by it.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import math
@@ -38,6 +41,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.background import Periodic
+from gateway.breaker.board import BreakerBoard
 from gateway.breaker.local import LocalBreaker
 from gateway.breaker.recorder import OutcomeRecorder
 from gateway.breaker.shared import (
@@ -61,6 +66,7 @@ from gateway.context import RequestContext, Response
 from gateway.policy import Handler, Policy
 from gateway.problem import problem
 from gateway.store import Pending, Store, StoreBatch, StoreError, StoreUnavailable
+from gateway.subscription import Subscription
 
 log = logging.getLogger("gateway.breaker")
 
@@ -75,6 +81,7 @@ class _Turn:
     index: int = -1  # the target it went to (set before the upstream call)
     lease: int = 0  # a half-open probe's lease, given back in `after` whatever happens
     shared: bool = False
+    board: bool = False  # the state came from the board (nothing was read)
 
 
 class CircuitBreakerPolicy(Policy):
@@ -90,6 +97,7 @@ class CircuitBreakerPolicy(Policy):
         *,
         key_prefix: str = "gw",
         flush_interval: float = 0.005,
+        sync_interval: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
@@ -97,6 +105,15 @@ class CircuitBreakerPolicy(Policy):
         self.targets = {s: list(targets[s]) for s in self.rules}
         self.clock = clock
         self.shared = SharedBreaker(store, key_prefix, self.targets, self.rules)
+        self.board = BreakerBoard({s: [k.state for k in keys] for s, keys in self.shared.keys.items()},
+                                  clock)
+        self.shared.changed = self.board.deliver
+        self.subscription = Subscription(store, self.shared.channel, self.board.deliver,
+                                         on_up=self._subscribed, on_down=self._unsubscribed,
+                                         what="circuit breaker board")
+        self._sync = Periodic(sync_interval, self.sync_board, "circuit breaker board sync")
+        self._generation = 0  # bumped whenever the subscription comes or goes
+        self._syncing: Any = None
         self.local = LocalBreaker(self.targets, self.rules, clock)
         self.recorder = OutcomeRecorder(self.shared, self._record_locally, flush_interval)
         self._last_seen: dict[str, tuple[ServiceView, float]] = {}
@@ -112,7 +129,8 @@ class CircuitBreakerPolicy(Policy):
     def from_config(cls, config: GatewayConfig, store: Store, **deps: Any) -> CircuitBreakerPolicy:
         targets = {name: svc.upstreams for name, svc in config.services.items()}
         rules = {name: BreakerRules.from_settings(config.breaker_for(name)) for name in config.services}
-        return cls(store, targets, rules, key_prefix=config.redis.key_prefix, **deps)
+        return cls(store, targets, rules, key_prefix=config.redis.key_prefix,
+                   sync_interval=config.circuit_breaker.sync_interval, **deps)
 
     # -- the chain -----------------------------------------------------------------------------
     def stage(self, ctx: RequestContext, batch: StoreBatch) -> _Turn | None:
@@ -127,6 +145,8 @@ class CircuitBreakerPolicy(Policy):
                 return _Turn(open_until=until)
             del self._open_until[service]
         if self.store.available and not self._resyncing:
+            if self.board.live:
+                return _Turn(board=True, shared=True)
             return _Turn(self.shared.stage_read(batch, service))
         return _Turn()
 
@@ -136,17 +156,26 @@ class CircuitBreakerPolicy(Policy):
         service = ctx.route.service
         if turn.open_until is not None:
             return self._reject(ctx, BreakerState.OPEN, int((turn.open_until - self.clock()) * 1000))
-        view, shared = self._view(service, turn.read)
-        closed = [i for i, t in enumerate(view.targets) if t.state is BreakerState.CLOSED]
-        if closed:
-            index = closed[next(self._turn[service]) % len(closed)] if len(closed) > 1 else closed[0]
-            return await self._send(ctx, call_next, turn, index, 0, shared)
+        if turn.board:
+            closed: Sequence[int] = self.board.closed(service)
+            if closed:
+                index = closed[next(self._turn[service]) % len(closed)] if len(closed) > 1 else closed[0]
+                return await self._send(ctx, call_next, turn, index, 0, True)
+            view, shared = self.board.view(service), True
+        else:
+            view, shared = self._view(service, turn.read)
+            closed = [i for i, t in enumerate(view.targets) if t.state is BreakerState.CLOSED]
+            if closed:
+                index = closed[next(self._turn[service]) % len(closed)] if len(closed) > 1 else closed[0]
+                return await self._send(ctx, call_next, turn, index, 0, shared)
         if not any(t.probe_due for t in view.targets):
             retry = min(t.retry_after_ms for t in view.targets)
-            if shared:
+            if shared and not turn.board:
                 self._open_until[service] = self.clock() + retry / 1000
             return self._reject(ctx, BreakerState.OPEN, retry)
         admission, shared = await self._acquire(service, shared)
+        if admission.kind == "closed" and turn.board:
+            self._sync_soon()  # the board said no target was closed: it missed a change
         if admission.kind == "rejected":
             return self._reject(ctx, admission.state, admission.retry_after_ms)
         return await self._send(ctx, call_next, turn, admission.target, admission.lease, shared)
@@ -245,9 +274,12 @@ class CircuitBreakerPolicy(Policy):
 
     # -- store down / back ---------------------------------------------------------------------
     def _ensure_local(self, service: str) -> None:
-        """Before the local breaker answers: let it catch up with the last shared state read
-        (a no-op unless a newer one was read since it last did)."""
+        """Before the local breaker answers: let it catch up with the last shared state known
+        (the board's, or the last one read; a no-op unless a newer one was seen since)."""
         seen = self._last_seen.get(service)
+        board_at = self.board.valid_at()
+        if board_at is not None and (seen is None or board_at > seen[1]):
+            seen = (self.board.view(service, board_at), board_at)
         if seen is None:
             self.local.merge(service, None)
         else:
@@ -260,11 +292,12 @@ class CircuitBreakerPolicy(Policy):
             log.error("circuit breaker %s: store error, using the local breaker: %s", service, exc)
 
     def _on_store(self, available: bool) -> Any:
-        # Going down needs nothing: the local breaker keeps what it knows and catches up with
-        # the last shared state when first used (`_ensure_local`).
+        # Going down: the board is no longer current; the local breaker keeps what it knows and
+        # catches up with the last shared state when first used (`_ensure_local`).
         if available:
             self._resyncing += 1  # at once, before any request can read the shared state
             return self._resync()
+        self.board.stop()
         return None
 
     @property
@@ -285,15 +318,58 @@ class CircuitBreakerPolicy(Policy):
                     _log_all(await self.shared.merge_open(service, index, remaining_ms))
                 except StoreError:
                     return  # down again: the local state stays as it is, the next "back" retries
+            await self.sync_board()
             log.info("circuit breaker: store is back, shared state resumes")
         finally:
             self._resyncing -= 1
 
+    # -- the board -----------------------------------------------------------------------------
+    def _subscribed(self) -> None:
+        self._generation += 1
+        self.board.subscribed = True
+        self.board.synced = False  # what was published while unsubscribed is lost: read all
+        self._sync_soon()
+
+    def _unsubscribed(self) -> None:
+        self._generation += 1
+        self.board.stop()
+        self.board.subscribed = False
+
+    def _sync_soon(self) -> None:
+        if self._syncing is None or self._syncing.done():
+            self._syncing = asyncio.get_running_loop().create_task(self.sync_board())
+
+    async def sync_board(self) -> None:
+        """Read every breaker state (one round trip) into the board; it is live once this lands
+        while subscribed. Never raises: a failed read leaves the board as it was."""
+        if not self.rules or not self.board.subscribed or not self.store.available:
+            return
+        generation, sent_at = self._generation, self.clock()
+        batch = self.store.batch()
+        reads = self.shared.stage_read_all(batch)
+        await batch.execute()
+        try:
+            parsed = {service: SharedBreaker.parse_versioned(p.result()) for service, p in reads.items()}
+        except (StoreError, ValueError, IndexError) as exc:
+            log.debug("circuit breaker: board sync failed: %s", exc)
+            return
+        for service, read in parsed.items():
+            self.board.apply_read(service, sent_at, read)
+        if generation == self._generation and self.board.subscribed and self.store.available:
+            self.board.synced = True
+
     # -- lifecycle and visibility --------------------------------------------------------------
     async def start(self) -> None:
         self.recorder.start()
+        if self.rules:
+            self.subscription.start()
+            self._sync.start()
 
     async def close(self) -> None:
+        await self._sync.stop()
+        await self.subscription.close()
+        if self._syncing is not None:
+            self._syncing.cancel()
         await self.recorder.close()
 
     async def flush(self) -> None:
@@ -320,7 +396,8 @@ class CircuitBreakerPolicy(Policy):
                 "recent_failures": sum(t["recent_failures"] for t in targets.values()),
                 "targets": targets,
             }
-        return {"source": source, "services": out}
+        board = {"live": self.board.live, "changes_applied": self.board.applied}
+        return {"source": source, "services": out, "board": board}
 
 
 def _summary(states: list[str]) -> str:

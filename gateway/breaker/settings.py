@@ -30,6 +30,10 @@ class BreakerSettings(Section):
     success_threshold: int = Field(1, ge=1)
     error_ratio: ErrorRatioSettings = ErrorRatioSettings()
     failure_statuses: list[int] = Field(default_factory=lambda: list(range(500, 600)))
+    sync_interval: float = Field(
+        2.0, gt=0, le=300,
+        description="seconds between full reads of every breaker state into each replica's "
+                    "board, repairing whatever the change messages missed (top level only)")
 
     @field_validator("failure_statuses")
     @classmethod

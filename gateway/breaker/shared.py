@@ -7,11 +7,16 @@ one script sees all of its targets (and runs on Redis Cluster). Per target:
                                          lease_seq, last_from/last_to/last_at/last_reason
     <prefix>:cb:{<service>}:w:<target>   hash: rolling window buckets s:<n> / f:<n>
     <prefix>:cb:{<service>}:l:<target>   sorted set: probe leases scored by their expiry
+
+Every change of a state (and of an open target's open time) is published on the channel
+`<prefix>:cb:changes` by the script that makes it, and the scripts' replies carry the same
+message, so the replica that made a change applies it at once and the others within a
+pub/sub delivery (see `gateway/breaker/board.py`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from gateway.breaker.state import (
@@ -44,8 +49,11 @@ class SharedBreaker:
     """Breakers of every service, kept in the store; identical for all replicas."""
 
     def __init__(self, store: Store, key_prefix: str, targets: Mapping[str, Sequence[str]],
-                 rules: Mapping[str, BreakerRules]) -> None:
+                 rules: Mapping[str, BreakerRules],
+                 changed: Callable[[str], None] | None = None) -> None:
         self.store = store
+        self.channel = f"{key_prefix}:cb:changes"
+        self.changed = changed  # gets each change message this replica's calls made
         self.rules = rules
         self.targets = {service: list(urls) for service, urls in targets.items()}
         self.keys: dict[str, list[TargetKeys]] = {}
@@ -64,11 +72,24 @@ class SharedBreaker:
 
     @staticmethod
     def parse_read(reply: Sequence[Any]) -> ServiceView:
-        targets = tuple(
-            TargetView(_CODES[int(reply[i])], int(reply[i + 1]), int(reply[i + 2]))
-            for i in range(1, len(reply), 3)
-        )
-        return ServiceView(targets)
+        return ServiceView(tuple(view for view, _ in SharedBreaker.parse_versioned(reply)))
+
+    @staticmethod
+    def parse_versioned(reply: Sequence[Any]) -> list[tuple[TargetView, int]]:
+        """Each target's view with its version (`breaker_read` gives four numbers per target)."""
+        return [
+            (TargetView(_CODES[int(reply[i])], int(reply[i + 1]), int(reply[i + 2])), int(reply[i + 3]))
+            for i in range(1, len(reply), 4)
+        ]
+
+    def stage_read_all(self, batch: StoreBatch) -> dict[str, Pending]:
+        """Every service's read on one batch (the board's resync)."""
+        script = self.store.script("breaker_read")
+        return {service: batch.eval(script, keys, ()) for service, keys in self._read_keys.items()}
+
+    def _changed(self, message: Any) -> None:
+        if self.changed is not None:
+            self.changed(_text(message))
 
     # -- the rare path -----------------------------------------------------------------------
     async def acquire(self, service: str) -> tuple[Admission, list[Transition]]:
@@ -76,7 +97,7 @@ class SharedBreaker:
         rules = self.rules[service]
         reply = await self.store.eval(self.store.script("breaker_acquire"),
                                       self._acquire_keys[service],
-                                      (rules.half_open_max_calls, rules.lease_ms))
+                                      (rules.half_open_max_calls, rules.lease_ms, self.channel))
         kind, index, lease, retry = (int(x) for x in reply[:4])
         transitions = self._transitions(service, reply[4:])
         if kind == 0:
@@ -88,11 +109,12 @@ class SharedBreaker:
 
     def _transitions(self, service: str, flat: Sequence[Any]) -> list[Transition]:
         urls = self.targets[service]
-        return [
-            Transition(service, urls[int(flat[i]) - 1], _text(flat[i + 1]), _text(flat[i + 2]),
-                       _text(flat[i + 3]))
-            for i in range(0, len(flat), 4)
-        ]
+        transitions = []
+        for i in range(0, len(flat), 5):
+            self._changed(flat[i + 4])
+            transitions.append(Transition(service, urls[int(flat[i]) - 1], _text(flat[i + 1]),
+                                          _text(flat[i + 2]), _text(flat[i + 3])))
+        return transitions
 
     # -- recording ---------------------------------------------------------------------------
     async def record(self, runs: Mapping[tuple[str, int], OutcomeRun]
@@ -109,7 +131,7 @@ class SharedBreaker:
             keys = self.keys[service][index]
             args = (run.successes, run.failures, run.leading, run.longest, run.trailing,
                     1 if rules.error_ratio_mode else 0, rules.failure_threshold, rules.open_ms,
-                    rules.ratio_threshold, rules.window_ms, rules.min_requests)
+                    rules.ratio_threshold, rules.window_ms, rules.min_requests, self.channel)
             staged.append(((service, index), run, batch.eval(script, (keys.state, keys.window), args)))
         await batch.execute()
         transitions: list[Transition] = []
@@ -129,19 +151,24 @@ class SharedBreaker:
         keys = self.keys[service][index]
         reply = await self.store.eval(self.store.script("breaker_probe"),
                                       (keys.state, keys.lease, keys.window),
-                                      (lease, outcome, rules.success_threshold, rules.open_ms))
+                                      (lease, outcome, rules.success_threshold, rules.open_ms,
+                                       self.channel))
         return self._one(service, index, reply)
 
     async def merge_open(self, service: str, index: int, remaining_ms: int) -> list[Transition]:
         """Make a locally opened breaker known to the cluster (after the store came back)."""
         keys = self.keys[service][index]
         reply = await self.store.eval(self.store.script("breaker_merge"), (keys.state,),
-                                      (max(1, remaining_ms),))
+                                      (max(1, remaining_ms), self.channel))
         return self._one(service, index, reply)
 
     def _one(self, service: str, index: int, reply: Sequence[Any]) -> list[Transition]:
-        if not reply or int(reply[0]) == 0:
+        code = int(reply[0]) if reply else 0
+        if code == 2:  # changed without a transition (an open time extended)
+            self._changed(reply[1])
+        if code != 1:
             return []
+        self._changed(reply[4])
         return [Transition(service, self.targets[service][index], _text(reply[1]),
                            _text(reply[2]), _text(reply[3]))]
 

@@ -24,13 +24,10 @@ is gone while its waiters still sleep (a lost wake-up) wakes them to look again.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
-from typing import Any
 
 from gateway.store import Store
-
-log = logging.getLogger("gateway.cache")
+from gateway.subscription import Subscription
 
 RECENT_SECONDS = 5.0
 FALLBACK_POLL = 0.05  # seconds between looks while no subscription is up
@@ -47,28 +44,24 @@ class FillWaiters:
         self._waiters: dict[str, list[asyncio.Future[str]]] = {}
         self._locks: dict[str, str] = {}  # awaited key -> its fill lock's Redis key
         self._recent: dict[str, tuple[float, str]] = {}
-        self._task: asyncio.Task[None] | None = None
+        self.subscription = Subscription(store, channel, self.deliver,
+                                         on_down=lambda: self._wake_all("retry"),
+                                         what="cache fill waiters")
         self._heartbeat: asyncio.Task[None] | None = None
-        self.subscribed = False
         self.wakeups = 0
         self._closing = False
         store.on_availability(self._store_changed)
 
+    @property
+    def subscribed(self) -> bool:
+        return self.subscription.subscribed
+
     async def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._listen())
+        self.subscription.start()
 
     async def close(self) -> None:
         self._closing = True
-        if self._task is not None:
-            # redis-py can swallow a cancellation that lands inside subscribe(), so cancel until
-            # the task ends, bounded: a stuck subscription must not hold up shutdown.
-            for _ in range(20):
-                self._task.cancel()
-                done, _ = await asyncio.wait({self._task}, timeout=0.05)
-                if done:
-                    break
-            self._task = None
+        await self.subscription.close()
         if self._heartbeat is not None:
             self._heartbeat.cancel()
             self._heartbeat = None
@@ -154,37 +147,3 @@ class FillWaiters:
             for future in futures:
                 if not future.done():
                     future.set_result(outcome)
-
-    async def _listen(self) -> None:
-        backoff = 0.1
-        while not self._closing:
-            pubsub: Any = None
-            try:
-                pubsub = self.store.client.pubsub()
-                await pubsub.subscribe(self.channel)
-                self.subscribed = True
-                backoff = 0.1
-                while not self._closing:
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                    if message is None:
-                        continue
-                    if message.get("type") != "message":
-                        continue
-                    data = message.get("data")
-                    self.deliver(data.decode() if isinstance(data, bytes) else str(data))
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # connection lost, Redis down: wake everyone, retry later
-                if self.subscribed:
-                    log.warning("cache fill subscription lost (%s): waiters fall back to polling", exc)
-                self.subscribed = False
-                self._wake_all("retry")
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-            finally:
-                self.subscribed = False
-                if pubsub is not None:
-                    try:
-                        await asyncio.wait_for(pubsub.aclose(), 0.5)
-                    except (Exception, asyncio.CancelledError):
-                        pass

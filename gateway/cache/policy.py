@@ -12,17 +12,19 @@
                upstream failed -> a stale copy if the response and RFC 5861 allow (X-Cache: STALE)
                store down      -> straight upstream (X-Cache: BYPASS), never an error
     after      the response went out: store the teed body (or the revalidated entry) and
-               release its fill, start the background refresh, invalidate (a fill that
-               ends unstored was given back by `handle` already, at the response head)
+               release its fill, start the background refresh (a fill that ends unstored was
+               given back by `handle` already, at the response head)
     unsafe methods  a 2xx/3xx invalidates the URL and same-origin Location / Content-Location
+               in `handle`, before the response head goes out: a GET through any replica
+               after the client has its answer never gets what the request changed
     PURGE <url>     an admin key purges the URL, on every replica at once
 
 The jobs live apart: this module decides (lookup, coalescing, fetch, stale serving, refresh,
 PURGE); gateway/cache/fill.py stores (the decision, the teed body, the fill lock);
 gateway/cache/invalidation.py names URLs (the key's, purge targets, what an unsafe answer
 invalidates); gateway/cache/state.py holds the per-request staged values and the counters. What
-`handle` decides for later is written on the staged value (`LookupState.store`, `.refresh`,
-`Unsafe.targets`) and `after` carries it out: no closures, nothing on the context. A fill that
+`handle` decides for later is written on the staged value (`LookupState.store`, `.refresh`)
+and `after` carries it out: no closures, nothing on the context. A fill that
 ends without storing is given back when `handle` knows it (at the response head), in a
 background task (`LookupState.released` notes it, so that `after` never releases twice).
 
@@ -223,7 +225,10 @@ class CachePolicy(Policy):
         response = await call_next(ctx)
         self._mark(ctx, response, BYPASS)
         if isinstance(staged, Unsafe) and 200 <= response.status < 400 and not upstream_failed(ctx):
-            staged.targets = invalidation_targets(ctx, staged.url, response)
+            # Read-your-writes: done in Redis before the head goes out, so a GET sent through
+            # any replica once this answer arrived finds no entry from before the change. (A
+            # fill that looked up before it is dropped by cache_store.)
+            await self._invalidate(invalidation_targets(ctx, staged.url, response))
         return response
 
     # -- after ---------------------------------------------------------------------------
@@ -233,8 +238,6 @@ class CachePolicy(Policy):
                 await self.filler.store(ctx, staged, staged.store)
             if staged.refresh is not None:
                 self._spawn_refresh(ctx, staged, *staged.refresh)
-        elif isinstance(staged, Unsafe) and staged.targets:
-            await self._invalidate(staged.targets)
 
     async def _cached(self, ctx: RequestContext, st: LookupState, call_next: Handler) -> Response:
         key = st.key

@@ -59,8 +59,7 @@ class Pass:
 
 @dataclass(slots=True)
 class Unsafe:
-    url: str
-    targets: list[str] | None = None  # invalidated in `after` (a 2xx/3xx answer)
+    url: str  # invalidated with its Location / Content-Location by a 2xx/3xx answer
 
 
 @dataclass(slots=True)

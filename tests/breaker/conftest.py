@@ -31,6 +31,15 @@ def breaker_config(**breaker: Any) -> GatewayConfig:
     })
 
 
+async def until(condition: Any, within: float = 5.0) -> None:
+    """Wait until `condition()` holds (a board synced, a change delivered)."""
+    deadline = asyncio.get_running_loop().time() + within
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.002)
+
+
 def make_ctx(config: GatewayConfig, service: str) -> RequestContext:
     prefix = f"/api/{service}"
     return RequestContext(
@@ -127,12 +136,15 @@ async def make_replica(backend: str, request: pytest.FixtureRequest) -> AsyncIte
         return store
 
     async def make(upstream: FakeUpstream | None = None, config: GatewayConfig | None = None,
-                   **breaker: Any) -> Replica:
+                   board: bool = True, **breaker: Any) -> Replica:
         config = config or breaker_config(**breaker)
         store = store_for()
         policy = CircuitBreakerPolicy.from_config(config, store)
         replica = Replica(config, store, policy, upstream or FakeUpstream())
         replicas.append(replica)
+        if board and store.available:
+            await policy.start()  # the board: subscribed and synced before the first request
+            await until(lambda: policy.board.live)
         return replica
 
     yield make

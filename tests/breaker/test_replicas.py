@@ -19,6 +19,7 @@ pytestmark = [pytest.mark.redis, pytest.mark.cluster, pytest.mark.slow]
 
 OPEN_SECONDS = 1.0
 UPSTREAM_TIMEOUT = 2.5
+SYNC = 0.2  # seconds between the boards' full reads
 PATH = "/api/orders"
 
 
@@ -30,6 +31,8 @@ class Cluster:
         self.redis.command("FLUSHALL")
         self.orders.clear_faults()
         self.orders.reset_stats()
+        # A FLUSHALL publishes nothing: each replica's board catches up at its next full read.
+        time.sleep(SYNC * 2.5)
 
     def backend_hits(self) -> int:
         with urllib.request.urlopen(self.orders.url + "/_mock/stats", timeout=5) as resp:
@@ -49,7 +52,7 @@ def cluster() -> Iterator[Cluster]:
         config = services_config(
             {"orders": orders},
             redis={"url": redis.url, "timeout": 0.5},
-            circuit_breaker={"failure_threshold": 3, "timeout": OPEN_SECONDS,
+            circuit_breaker={"failure_threshold": 3, "timeout": OPEN_SECONDS, "sync_interval": SYNC,
                              "half_open_timeout": 10, "half_open_max_calls": 2},
             rate_limit={"enabled": False},
             cache={"enabled": False},

@@ -86,6 +86,23 @@ def test_an_unsafe_request_through_one_replica_invalidates_on_all(cluster) -> No
     assert again.headers["x-cache"] == "HIT" and origin_hits(again) == origin_hits(after)
 
 
+async def test_a_write_through_one_replica_is_read_through_another_at_once(cluster) -> None:  # type: ignore[no-untyped-def]
+    """Read-your-writes: the invalidation is done before the write's response is sent, so a GET
+    through another replica sent the moment the answer arrives never gets the old body."""
+    gateways, _ = cluster
+    url = "/api/products/3"
+    async with httpx.AsyncClient(timeout=10) as client:
+        for i in range(200):
+            writer, reader = gateways[i % 3], gateways[(i + 1) % 3]
+            cached = await client.get(reader.url + url)  # cached (or cached now) on the reader
+            assert cached.status_code == 200
+            written = await client.patch(writer.url + url, json={"name": f"name {i}"})
+            assert written.status_code == 200, written.text
+            read = await client.get(reader.url + url)
+            assert read.json()["name"] == f"name {i}", (i, read.headers.get("x-cache"))
+    assert (await asyncio.to_thread(httpx.get, gateways[0].url + url)).headers["x-cache"] == "HIT"
+
+
 def test_a_purge_through_one_replica_purges_on_all(cluster) -> None:  # type: ignore[no-untyped-def]
     gateways, _ = cluster
     tag = uuid.uuid4().hex
