@@ -240,4 +240,4 @@ def test_the_scripts_that_change_a_state_carry_the_shared_part():
 
     for name in ("breaker_record", "breaker_probe", "breaker_merge", "breaker_acquire"):
         source = lua_source(name)
-        assert "local function changed(" in source and "--@include" not in source
+        assert "local function changed(" in source and "\n--@include" not in source
