@@ -8,10 +8,15 @@
 -- (-1 none); ARGV[8] the request's scope ('s' shared, 'u:<hash>' one consumer); ARGV[9] 1 when
 -- the shared scope is looked at first, usable only if stored as shareable with authenticated
 -- requests; ARGV[10] 1 when a miss takes (or waits on) the shared lock, common to every consumer
--- of the URL, 0 for the request's own; ARGV[11..] request header name, value pairs (lower-case).
+-- of the URL, 0 for the request's own; ARGV[11] the versions of this URL's variants the replica
+-- holds in memory, comma-separated ('' none): when the variant found is one of them, no blob is
+-- returned (the replica serves its own copy); ARGV[12..] request header name, value pairs
+-- (lower-case).
 -- The lock of a found entry is its scope's (a revalidation); of a miss, per ARGV[10].
 -- Returns {state, blob, age ms, lifetime ms, swr ms, sie ms, no-stale 0/1, got lock 0/1,
---          lock pttl ms, scope used, now µs, lock scope}; state is fresh | stale (max-stale
+--          lock pttl ms, scope used, now µs, lock scope, variant key, version, held 0/1}
+--          (variant key and version '' on a miss; held 1: the blob was left out as the
+--          replica holds that version); state is fresh | stale (max-stale
 --          allows) | swr | expired (needs revalidation) | miss | pass (recently uncacheable: no
 --          lock); blob '' if none.
 local t = redis.call('TIME')
@@ -20,7 +25,7 @@ local root = KEYS[1]
 
 local function field_value(name)
   local values = {}
-  for i = 11, #ARGV - 1, 2 do
+  for i = 12, #ARGV - 1, 2 do
     if ARGV[i] == name then
       local v = string.gsub(ARGV[i + 1], '^[ \t]+', '')
       v = string.gsub(v, '[ \t]+$', '')
@@ -44,8 +49,9 @@ local function find_variant(scope)
   end
   local vid = redis.call('HGET', root, scope .. '|v|' .. secondary)
   if not vid then return nil end
-  local f = redis.call('HMGET', root .. ':' .. vid, 't', 'a', 'l', 'swr', 'sie', 'ns', 'auth', 'd')
+  local f = redis.call('HMGET', root .. ':' .. vid, 't', 'a', 'l', 'swr', 'sie', 'ns', 'auth', 'd', 'ver')
   if not f[8] then return nil end
+  f[10] = root .. ':' .. vid
   return f
 end
 
@@ -74,6 +80,7 @@ if lock_scope == 's' then lock = KEYS[2] end
 
 local state = 'miss'
 local blob = ''
+local variant, version, held = '', '', 0
 local age, life, swr, sie, ns = 0, 0, 0, 0, 0
 local no_cache = ARGV[4] == '1'
 if found then
@@ -83,6 +90,13 @@ if found then
   sie = tonumber(found[5])
   ns = tonumber(found[6])
   blob = found[8]
+  variant = found[10]
+  if found[9] then
+    version = found[9]
+    if ARGV[11] ~= '' and string.find(',' .. ARGV[11] .. ',', ',' .. version .. ',', 1, true) then
+      blob, held = '', 1
+    end
+  end
   local max_age = tonumber(ARGV[5])
   local min_fresh = tonumber(ARGV[6])
   local max_stale = tonumber(ARGV[7])
@@ -113,4 +127,4 @@ end
 -- Now in microseconds: a fill is compared with the URL's last invalidation at that resolution,
 -- so a PURGE and the lookup that follows it within the same millisecond are still ordered.
 return {state, blob, age, life, swr, sie, ns, got, pttl, used, tonumber(t[1]) * 1000000 + tonumber(t[2]),
-  lock_scope}
+  lock_scope, variant, version, held}

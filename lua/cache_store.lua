@@ -9,7 +9,8 @@
 -- ARGV[10] shareable with authenticated requests 0/1; ARGV[11] retention ms (Redis TTL);
 -- ARGV[12] entry blob; ARGV[13] max variants per scope; ARGV[14] pub/sub channel;
 -- ARGV[15] wake-up message; ARGV[16] lookup time µs (a fill that looked up before the last
--- invalidation is dropped; 0 to skip the check).
+-- invalidation is dropped; 0 to skip the check); ARGV[17] the version (a new random id per store:
+-- what replicas holding the entry in memory compare, see cache_lookup).
 -- Returns {'stored', variant key, evicted variant keys...} or {'invalidated'}.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -60,7 +61,7 @@ local vkey = root .. ':' .. vid
 local keep = tonumber(ARGV[11])
 redis.call('DEL', vkey)
 redis.call('HSET', vkey, 't', tostring(now), 'a', ARGV[5], 'l', ARGV[6], 'swr', ARGV[7],
-  'sie', ARGV[8], 'ns', ARGV[9], 'auth', ARGV[10], 'd', ARGV[12])
+  'sie', ARGV[8], 'ns', ARGV[9], 'auth', ARGV[10], 'd', ARGV[12], 'ver', ARGV[17])
 redis.call('PEXPIRE', vkey, keep)
 if redis.call('PTTL', root) < keep then redis.call('PEXPIRE', root, keep) end
 redis.call('HDEL', root, scope .. '|pass')

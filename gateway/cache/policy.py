@@ -72,6 +72,7 @@ from gateway.cache.freshness import (
 )
 from gateway.cache.invalidation import invalidation_targets, path_and_query, request_url
 from gateway.cache.keys import SHARED_SCOPE, CacheKeys, consumer_scope, url_hash
+from gateway.cache.near import NearCache
 from gateway.cache.settings import CacheSettings, RouteCache
 from gateway.cache.state import (
     CacheCounters,
@@ -135,7 +136,7 @@ class CachePolicy(Policy):
         self.keys = CacheKeys(key_prefix)
         self.cache = CacheStore(store, self.keys, lock_timeout=settings.lock_timeout,
                                 max_variants=settings.max_variants, pass_ttl=settings.pass_ttl,
-                                max_bytes=settings.max_bytes)
+                                max_bytes=settings.max_bytes, near=NearCache(settings.near_max_bytes))
         self.waiters = FillWaiters(store, self.keys.channel)
         self.counters = CacheCounters()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -180,6 +181,9 @@ class CachePolicy(Policy):
         except StoreError:
             out["entries"] = out["bytes"] = out["evicted"] = None
         out["subscribed"] = self.waiters.subscribed
+        near = self.cache.near
+        out["near"] = {"max_bytes": near.max_bytes, "entries": len(near), "bytes": near.bytes,
+                       "hits": near.hits, "evictions": near.evictions}
         return out
 
     # -- stage ---------------------------------------------------------------------------
@@ -206,10 +210,11 @@ class CachePolicy(Policy):
             if authenticated else SHARED_SCOPE
         )
         url = request_url(ctx)
+        h = url_hash(url)
         key = LookupKey(
-            url=url, h=url_hash(url), scope=scope, check_shared=authenticated,
+            url=url, h=h, scope=scope, check_shared=authenticated,
             token=secrets.token_hex(8), may_fill=method == "GET" and not request_cc.no_store,
-            request_cc=request_cc, headers=tuple(ctx.headers),
+            request_cc=request_cc, headers=tuple(ctx.headers), held=self.cache.near.held(h),
         )
         pending = self.cache.stage_lookup(batch, key)
         return LookupState(key, pending, time.monotonic(), authenticated, plan.ttl)
@@ -242,7 +247,7 @@ class CachePolicy(Policy):
     async def _cached(self, ctx: RequestContext, st: LookupState, call_next: Handler) -> Response:
         key = st.key
         try:
-            found = self.cache.parse_lookup(st.pending.result(), key.url)
+            found = self.cache.parse_lookup(st.pending.result(), key)
         except StoreError:
             return await self._bypass(ctx, call_next)
         staged_at = st.staged_at

@@ -22,6 +22,10 @@ class CacheSettings(Section):
         description="bytes the cache may hold in Redis, cluster-wide (0: no budget, Redis' maxmemory decides)",
     )
     lock_timeout: float = Field(5, gt=0, description="lease of a miss being filled, seconds")
+    near_max_bytes: int = Field(
+        16 * 1024 * 1024, ge=0,
+        description="hot entries each gateway process keeps in memory, so a hit reads no body "
+                    "from Redis (Redis still decides every hit); 0 turns it off")
     max_variants: int = Field(8, ge=1, description="Vary variants kept per URL and scope")
     stale_retention: float = Field(
         600, ge=0, description="seconds an entry is kept past freshness, to serve if the upstream fails"

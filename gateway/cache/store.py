@@ -13,12 +13,14 @@ simply a miss. The account also names each variant's URL, which is what a prefix
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 from gateway.cache.directives import CacheDirectives
 from gateway.cache.entry import CacheEntry, EntryFormatError
 from gateway.cache.keys import SHARED_SCOPE, CacheKeys, secondary_key, url_hash
+from gateway.cache.near import NearCache
 from gateway.store import Pending, Store, StoreBatch
 
 # Lookup states (the Lua's words).
@@ -68,6 +70,8 @@ class LookupKey(NamedTuple):
     # fill may be stored shared; False (the scope's own lock) once a shared fill stored
     # something: the request then finds it, or it was not for this consumer and it fills its own.
     shared_lock: bool = True
+    # What this process holds in memory for the URL (gateway/cache/near.py): (version, entry)
+    held: tuple[tuple[str, CacheEntry], ...] = ()
 
 
 class CacheSize(NamedTuple):
@@ -98,8 +102,9 @@ class CacheStore:
     """The cache's data in Redis, shared by every replica."""
 
     def __init__(self, store: Store, keys: CacheKeys, *, lock_timeout: float, max_variants: int,
-                 pass_ttl: float, max_bytes: int = 0) -> None:
+                 pass_ttl: float, max_bytes: int = 0, near: NearCache | None = None) -> None:
         self.store = store
+        self.near = near if near is not None else NearCache(0)
         self.keys = keys
         self.lock_timeout = lock_timeout
         self.max_variants = max_variants
@@ -115,6 +120,7 @@ class CacheStore:
             _ms(cc.min_fresh or 0),
             _ms(cc.max_stale) if cc.max_stale is not None else -1,
             key.scope, int(key.check_shared), int(key.shared_lock),
+            ",".join([version for version, _ in key.held]) if key.held else "",
         ]
         for name, value in key.headers:
             args.append(name)
@@ -129,22 +135,27 @@ class CacheStore:
     async def lookup(self, key: LookupKey) -> Lookup:
         """A second lookup (after waiting on a fill): its own round trip. Raises StoreError."""
         keys, args = self._lookup_call(key)
-        return self.parse_lookup(await self.store.eval(self.store.script("cache_lookup"), keys, args), key.url)
+        return self.parse_lookup(await self.store.eval(self.store.script("cache_lookup"), keys, args), key)
 
-    @staticmethod
-    def parse_lookup(reply: Sequence[Any], url: str) -> Lookup:
+    def parse_lookup(self, reply: Sequence[Any], key: LookupKey) -> Lookup:
         state = _text(reply[0])
         entry = None
         blob = reply[1]
-        if blob:
+        if int(reply[14]):  # the variant found is one this process holds: no body was sent
+            version = _text(reply[13])
+            entry = next((e for v, e in key.held if v == version), None)
+            self.near.used(version)
+        elif blob:
             try:
                 entry = CacheEntry.from_bytes(bytes(blob))
             except EntryFormatError:
                 entry = None
-            if entry is not None and entry.url != url:  # a url-hash collision: never serve it
-                entry = None
-            if entry is None and state in (FRESH, STALE, SWR, EXPIRED):
-                state = MISS
+            else:
+                self.near.put(key.h, _text(reply[12]), _text(reply[13]), entry)
+        if entry is not None and entry.url != key.url:  # a url-hash collision: never serve it
+            entry = None
+        if entry is None and state in (FRESH, STALE, SWR, EXPIRED):
+            state = MISS
         return Lookup(
             state=state, entry=entry, age=int(reply[2]) / 1000, lifetime=int(reply[3]) / 1000,
             swr=int(reply[4]) / 1000, stale_if_error=int(reply[5]) / 1000, no_stale=bool(int(reply[6])),
@@ -163,6 +174,7 @@ class CacheStore:
         """Store a variant in `scope` (and account for it), releasing the fill lock of
         `lock_scope`. True when stored. Raises StoreError."""
         blob = entry.to_bytes()
+        version = secrets.token_hex(8)
         retention_ms = max(1, _ms(freshness.retention))
         reply = await self.store.eval(
             self.store.script("cache_store"),
@@ -173,10 +185,12 @@ class CacheStore:
                 _ms(freshness.stale_if_error), int(freshness.no_stale),
                 int(freshness.shared_with_authenticated), retention_ms, blob, self.max_variants,
                 self.keys.channel, self.wake_message(key.h, lock_scope, STORED), looked_up_at_us,
+                version,
             ],
         )
         if _text(reply[0]) != "stored":
             return False
+        self.near.put(key.h, _text(reply[1]), version, entry)
         charged = len(blob) + len(key.url) + ENTRY_OVERHEAD
         ops: list[Any] = ["add", _text(reply[1]), charged, retention_ms, key.url]
         for evicted in reply[2:]:
@@ -222,6 +236,8 @@ class CacheStore:
                     [self.keys.root(h), self.keys.invalidated(h)], [INVALIDATION_MEMORY_MS],
                 ))
             await batch.execute()
+            for url in chunk:
+                self.near.forget(url_hash(url))
             deleted = [_text(k) for p in pendings for k in p.result()]
             total += len(deleted)
             if deleted:
