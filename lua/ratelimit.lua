@@ -62,7 +62,7 @@ for i = 1, n do
       allowed = 1
       remaining = math.floor(limit - estimate - 1)
       reset = (idx + 1) * window - now
-      plans[i] = {2, idx, cur, prev}
+      plans[i] = {2, idx, cur, prev, s}
     else
       allowed, remaining = 0, 0
       if cur + 1 <= limit then
@@ -97,7 +97,11 @@ if admitted == 1 then
     else
       local idx, cur, prev = plan[2], plan[3], plan[4]
       redis.call('HSET', key, 's', idx, 'c', cur + 1, 'p', prev)
-      redis.call('PEXPIRE', key, 2 * window + 1000)
+      if plan[5] ~= idx then
+        -- A new bucket (or a new key): it must live through this bucket and the next, where it
+        -- is "previous". Within one bucket the TTL set at its first request already does.
+        redis.call('PEXPIRE', key, 2 * window + 1000)
+      end
     end
   end
 else

@@ -104,3 +104,21 @@ async def test_every_key_of_one_call_shares_the_consumers_hash_tag() -> None:
     keys = [w.key("gw", "c:we{ird}") for w in windows]
     tags = {k[k.index("{") + 1 : k.index("}")] for k in keys}
     assert len(tags) == 1 and "{" not in tags.pop()
+
+
+async def test_a_counter_key_lives_through_the_next_bucket_and_its_ttl_is_set_once_per_bucket(
+        store: Store) -> None:
+    window = spec(COUNTER, 100, 2.0)
+    key = window.key("test", "c:ttl")
+    # Start right after a bucket boundary so that the three requests below share one bucket.
+    await asyncio.sleep(2.0 - (time.time() % 2.0) + 0.02)
+    await check(store, [window], "c:ttl")
+    first = await store.call("PTTL", key)
+    assert 4000 < first <= 5000  # this bucket and the next (where it counts as previous)
+    await asyncio.sleep(0.3)
+    await check(store, [window], "c:ttl")
+    await check(store, [window], "c:ttl")
+    assert await store.call("PTTL", key) <= first - 250  # not set again inside the bucket
+    await asyncio.sleep(2.0 - (time.time() % 2.0) + 0.02)  # the next bucket
+    await check(store, [window], "c:ttl")
+    assert await store.call("PTTL", key) > 4000  # its first request set it anew
