@@ -17,6 +17,18 @@ from gateway.engine.wire import HOP_BY_HOP
 
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9._:\-]{1,128}")
 
+# Fields that make an origin build another URL or run another method than the one the gateway
+# routed, checked and keyed its cache on: never forwarded, whoever sends them. (A route's
+# `methods` could be bypassed by a method override; an origin that builds links or routes
+# from a rewrite field would let a client shape a shared cache entry.)
+REWRITES = frozenset({
+    b"x-forwarded-prefix", b"x-forwarded-port", b"x-forwarded-scheme", b"x-forwarded-server",
+    b"x-original-url", b"x-rewrite-url", b"x-original-uri",
+    b"x-http-method-override", b"x-method-override", b"x-http-method",
+})
+# What the hot path leaves out of a client's request by default: hop-by-hop fields and rewrites.
+NOT_FORWARDED = HOP_BY_HOP | REWRITES
+
 
 def request_id_from(value: bytes | None) -> str:
     """The client's request id if it is a sane token of at most 128 characters, else a new one."""
@@ -64,14 +76,15 @@ def _valid_ip(text: str) -> str | None:
 
 def forwarded_headers(
     headers: Headers, *, peer: str, scheme: str, trusted: TrustedProxies, request_id: str,
-    drop: frozenset[bytes] | set[bytes] = HOP_BY_HOP, underscores: bool = True,
+    drop: frozenset[bytes] | set[bytes] = NOT_FORWARDED, underscores: bool = True,
 ) -> tuple[Headers, str]:
     """Set X-Forwarded-For/-Proto/-Host, X-Real-IP and X-Request-ID; return (headers, client_ip).
 
     From a trusted proxy the incoming chain is extended with the peer; from anyone else the
     client's own X-Forwarded-*/Forwarded/X-Real-IP are replaced. Fields in `drop` are left out
     in the same pass: the hop-by-hop ones (`HOP_BY_HOP`, plus those the client's `Connection`
-    named, see `connection_tokens`) when `headers` are the client's as received. Without
+    named, see `connection_tokens`) and the `REWRITES` when `headers` are the client's as
+    received. Without
     `underscores`, a field whose name holds `_` is left out too: CGI and WSGI backends read
     `X_User_ID` and `X-User-ID` as the same variable, so it could smuggle a stripped field.
     """

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING
 from gateway.context import RequestContext, Response
 from gateway.engine.failures import Failure
 from gateway.engine.server import HttpConnection, Request
-from gateway.engine.wire import HOP_BY_HOP, connection_tokens
-from gateway.forwarding import TrustedProxies, forwarded_headers, request_id_from
+from gateway.engine.wire import connection_tokens
+from gateway.forwarding import NOT_FORWARDED, TrustedProxies, forwarded_headers, request_id_from
 from gateway.logs import AccessLog
 from gateway.policy import PolicyChain
 from gateway.problem import problem
@@ -76,7 +76,7 @@ class HotPath:
         request_id = traceparent = tracestate = duplicate = None
         refused: tuple[int, str, str] | None = None  # (status, detail, kind) found in the fields
         singletons: set[bytes] = set()
-        hop_by_hop: frozenset[bytes] | set[bytes] = HOP_BY_HOP
+        hop_by_hop: frozenset[bytes] | set[bytes] = NOT_FORWARDED
         fields = _FIELDS
         for key, value in raw_headers:
             code = fields.get(key)

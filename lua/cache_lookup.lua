@@ -23,6 +23,10 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local root = KEYS[1]
 
+-- Fields whose values are case-insensitive tokens (RFC 9110 §12.5): compared lower-cased.
+local CASELESS = {['accept'] = true, ['accept-charset'] = true, ['accept-encoding'] = true,
+  ['accept-language'] = true}
+
 local function field_value(name)
   local values = {}
   for i = 12, #ARGV - 1, 2 do
@@ -34,6 +38,7 @@ local function field_value(name)
   end
   if #values == 0 then return '\0' end
   local joined = string.gsub(table.concat(values, ','), '[ \t]*,[ \t]*', ',')
+  if CASELESS[name] then joined = string.lower(joined) end
   return joined
 end
 

@@ -16,6 +16,7 @@ Rules applied to odd input:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -156,3 +157,37 @@ def request_directives(headers: Iterable[tuple[bytes, bytes]]) -> CacheDirective
 
 def response_directives(headers: Iterable[tuple[bytes, bytes]]) -> CacheDirectives:
     return parse_cache_control(v for n, v in headers if n == b"cache-control")
+
+
+# -- targeted fields (RFC 9213) ------------------------------------------------------------------
+CDN_CACHE_CONTROL = b"cdn-cache-control"
+# One member of a Structured Field Dictionary as targeted fields use it (RFC 9213 §2.1, RFC 8941
+# §3.2): a lower-case key, optionally `=` an integer, a token or a string, then parameters.
+_SF_MEMBER = re.compile(
+    r'[a-z*][a-z0-9_.*-]*(?:=(?:-?[0-9]{1,15}|[A-Za-z*][A-Za-z0-9:/!#$%&\'*+.^_`|~-]*|"(?:[^"\\]|\\["\\])*"))?'
+    r'(?:;[a-z*][a-z0-9_.*-]*(?:=[^,;]*)?)*')
+
+
+def _valid_dictionary(value: str) -> bool:
+    members = [m.strip(" \t") for m in value.split(",")]
+    return bool(members) and all(_SF_MEMBER.fullmatch(m) for m in members)
+
+
+def cache_view(headers: list[tuple[bytes, bytes]], targeted: tuple[bytes, ...]) -> list[tuple[bytes, bytes]]:
+    """The response's fields as this cache judges them (RFC 9213 §2.2): when the first field
+    of `targeted` present is a valid dictionary, it stands in for Cache-Control, and Cache-Control
+    and Expires are ignored; otherwise the fields as they are. An invalid targeted field is
+    ignored as if absent (the next one is tried)."""
+    if not targeted:
+        return headers
+    for name in targeted:
+        values = [v for k, v in headers if k == name]
+        if not values:
+            continue
+        text = ", ".join(v.decode("latin-1") for v in values)
+        if not _valid_dictionary(text):
+            continue
+        rest = [(k, v) for k, v in headers
+                if k not in (b"cache-control", b"expires", b"pragma") and k not in targeted]
+        return [*rest, (b"cache-control", text.encode("latin-1"))]
+    return headers

@@ -13,9 +13,10 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from gateway.cache.directives import response_directives
+from gateway.cache.directives import cache_view, response_directives
 from gateway.cache.entry import CacheEntry
 from gateway.cache.freshness import (
+    Heuristic,
     decide_store,
     has_validators,
     no_stale,
@@ -24,7 +25,7 @@ from gateway.cache.freshness import (
     storable_headers,
     vary_names,
 )
-from gateway.cache.keys import SHARED_SCOPE
+from gateway.cache.keys import SHARED_SCOPE, keyed_vary
 from gateway.cache.settings import CacheSettings
 from gateway.cache.state import BodyTee, CacheCounters, LookupState, StorePlan, upstream_failed
 from gateway.cache.store import PASS, CacheStore, Lookup, LookupKey, StoredFreshness
@@ -44,6 +45,9 @@ class Filler:
         self.settings = settings
         self.counters = counters
         self.spawn = spawn  # runs a coroutine in the background (the policy keeps the task)
+        self.targeted = settings.targeted
+        h = settings.heuristic
+        self.heuristic = Heuristic(h.fraction, h.max) if h is not None else None
 
     def plan(self, ctx: RequestContext, st: LookupState, found: Lookup, token: str,
                     entry: CacheEntry | None, age: float, response_time: float,
@@ -53,9 +57,11 @@ class Filler:
         key = st.key
         headers = entry.headers if entry is not None else response.headers  # type: ignore[union-attr]
         status = entry.status if entry is not None else response.status  # type: ignore[union-attr]
-        response_cc = response_directives(headers)
-        decision = decide_store("GET", status, key.request_cc, response_cc, headers,
-                                authenticated=st.authenticated, default_ttl=st.ttl)
+        judged = cache_view(headers, self.targeted)  # a targeted field stands in for Cache-Control
+        response_cc = response_directives(judged)
+        decision = decide_store("GET", status, key.request_cc, response_cc, judged,
+                                authenticated=st.authenticated, default_ttl=st.ttl,
+                                heuristic=self.heuristic)
         if not decision.store:
             self.counters.not_stored += 1
             if token or found.state != PASS:
@@ -121,7 +127,7 @@ class Filler:
         try:
             stored = await self.cache.save(
                 key=key, scope=scope, lock_scope=lock_scope, token=token, entry=stored_entry,
-                vary=vary_names(headers) or [], request_headers=key.headers, freshness=freshness,
+                vary=keyed_vary(vary_names(headers) or []), request_headers=key.headers, freshness=freshness,
                 looked_up_at_us=plan.found.now_us,
             )
             if stored:

@@ -6,8 +6,9 @@ Times are seconds (floats). Nothing here does I/O, so every rule is tested table
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterable
-from email.utils import parsedate_to_datetime
+from datetime import UTC, datetime
 from typing import NamedTuple
 
 from gateway.cache.directives import CacheDirectives, split_directives
@@ -15,9 +16,11 @@ from gateway.context import Headers
 
 # RFC 9110 §15.1: heuristically cacheable by default (206 left out: we keep no ranges).
 HEURISTIC_STATUSES = frozenset({200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501})
-# Statuses we understand well enough to store when the origin gives explicit freshness. 5xx other
-# than 501 are never stored, so an outage is never pinned in the cache (stale-if-error covers it).
-STORABLE_STATUSES = HEURISTIC_STATUSES | frozenset({302, 303, 307, 451})
+# RFC 9111 §3: any final status may be stored when the response gives explicit freshness (or is
+# `public`); heuristic freshness only for the statuses above. 206 never: we keep whole responses.
+NEVER_STORED = frozenset({206})
+# Statuses whose semantics we know (what `must-understand` asks for, §5.2.2.3).
+UNDERSTOOD_STATUSES = HEURISTIC_STATUSES | frozenset({302, 303, 307, 451})
 
 # §3.1: never stored; plus our own per-response headers.
 _UNSTORED = frozenset(
@@ -42,21 +45,50 @@ def first_header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> bytes |
     return None
 
 
+_MONTHS = {m: i for i, m in enumerate(
+    ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
+_DAY = "(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)"
+_LONG_DAY = "(?:Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday)"
+_MONTH = "(" + "|".join(_MONTHS) + ")"
+_TIME = r"(\d\d):(\d\d):(\d\d)"
+# RFC 9110 §5.6.7, exactly (HTTP-date is case-sensitive): IMF-fixdate, then the two obsolete forms.
+_IMF_FIXDATE = re.compile(rf"{_DAY}, (\d\d) {_MONTH} (\d{{4}}) {_TIME} GMT")
+_RFC850 = re.compile(rf"{_LONG_DAY}, (\d\d)-{_MONTH}-(\d\d) {_TIME} GMT")
+_ASCTIME = re.compile(rf"{_DAY} {_MONTH} ([ \d]\d) {_TIME} (\d{{4}})")
+
+
 def parse_http_date(value: bytes | str | None) -> float | None:
-    """An HTTP-date (IMF-fixdate, RFC 850 or asctime) as a POSIX time; None when invalid."""
+    """An HTTP-date (IMF-fixdate, RFC 850 or asctime, RFC 9110 §5.6.7) as a POSIX time; None for
+    anything else: another zone, a missing comma, extra spaces, one-digit fields, another
+    separator (RFC 9111 §5.3: an invalid Expires then means "already expired")."""
     if value is None:
         return None
-    text = value.decode("latin-1") if isinstance(value, bytes) else value
+    text = (value.decode("latin-1") if isinstance(value, bytes) else value).strip(" \t")
+    if (m := _IMF_FIXDATE.fullmatch(text)) is not None:
+        day, month, year, hh, mm, ss = m.groups()
+    elif (m := _RFC850.fullmatch(text)) is not None:
+        day, month, yy, hh, mm, ss = m.groups()
+        # Two digits: a date more than 50 years ahead is the latest past year with them.
+        this_year = time.gmtime().tm_year
+        year_n = this_year - this_year % 100 + int(yy)
+        if year_n > this_year + 50:
+            year_n -= 100
+        year = str(year_n)
+    elif (m := _ASCTIME.fullmatch(text)) is not None:
+        month, day, hh, mm, ss, year = m.groups()
+        if day[0] == "0":
+            return None  # asctime pads the day with a space, never a zero
+    else:
+        return None
+    second = int(ss)
+    if second > 60:  # 60: a leap second, the end of that minute
+        return None
     try:
-        parsed = parsedate_to_datetime(text.strip())
-    except (TypeError, ValueError, IndexError, OverflowError):
+        moment = datetime(int(year), _MONTHS[month], int(day), int(hh), int(mm), min(second, 59),
+                          tzinfo=UTC)
+    except ValueError:  # 31 Feb, hour 24, minute 60...
         return None
-    if parsed is None:
-        return None
-    try:
-        return parsed.timestamp()
-    except (OverflowError, OSError, ValueError):
-        return None
+    return moment.timestamp() + (second == 60)
 
 
 def unstorable_fields(headers: Headers) -> frozenset[bytes]:
@@ -105,14 +137,30 @@ def explicit_lifetime(cc: CacheDirectives, headers: Headers) -> float | None:
     return None
 
 
-def freshness_lifetime(status: int, cc: CacheDirectives, headers: Headers, default_ttl: float) -> float:
-    """The response's freshness lifetime; `default_ttl` is the heuristic for responses without one."""
+class Heuristic(NamedTuple):
+    """RFC 9111 §4.2.2's heuristic: `fraction` of the time since Last-Modified, at most `cap` s."""
+
+    fraction: float
+    cap: float
+
+
+def freshness_lifetime(status: int, cc: CacheDirectives, headers: Headers, default_ttl: float,
+                       heuristic: Heuristic | None = None) -> float:
+    """The response's freshness lifetime. Without an explicit one, for a heuristically cacheable
+    status (or `public`): with `heuristic`, its fraction of the time since `Last-Modified` (as of
+    `Date`); else, or without `Last-Modified`, the fixed `default_ttl` (0: none)."""
     explicit = explicit_lifetime(cc, headers)
     if explicit is not None:
         return explicit
-    if default_ttl > 0 and (status in HEURISTIC_STATUSES or cc.public):
-        return default_ttl
-    return 0.0
+    if not (status in HEURISTIC_STATUSES or cc.public):
+        return 0.0
+    if heuristic is not None:
+        modified = parse_http_date(first_header(headers, b"last-modified"))
+        if modified is not None:
+            date = parse_http_date(first_header(headers, b"date"))
+            now = date if date is not None else time.time()
+            return max(0.0, min(heuristic.cap, heuristic.fraction * (now - modified)))
+    return max(0.0, default_ttl)
 
 
 def corrected_initial_age(headers: Headers, request_time: float, response_time: float) -> float:
@@ -122,7 +170,8 @@ def corrected_initial_age(headers: Headers, request_time: float, response_time: 
     age_value = 0.0
     raw_age = first_header(headers, b"age")
     if raw_age is not None:
-        text = raw_age.decode("latin-1").strip()
+        # A list (`Age: 7200, 0`, or the field repeated): the first member counts.
+        text = raw_age.decode("latin-1").split(",", 1)[0].strip()
         if text.isascii() and text.isdigit():
             age_value = float(min(int(text), 2_147_483_648))
     response_delay = max(0.0, response_time - request_time)
@@ -157,6 +206,7 @@ def decide_store(
     *,
     authenticated: bool,
     default_ttl: float,
+    heuristic: Heuristic | None = None,
 ) -> StoreDecision:
     """§3: may a shared cache store this response, and under which scope."""
     if method != "GET":
@@ -164,13 +214,13 @@ def decide_store(
     if request_cc.no_store:
         return StoreDecision(False, "request no-store")
     if response_cc.must_understand:
-        if status not in STORABLE_STATUSES:
+        if status not in UNDERSTOOD_STATUSES:
             return StoreDecision(False, "must-understand status")
     elif response_cc.no_store:
         return StoreDecision(False, "no-store")
     if response_cc.private:
         return StoreDecision(False, "private")
-    if status not in STORABLE_STATUSES:
+    if status in NEVER_STORED or not 200 <= status <= 599:
         return StoreDecision(False, f"status {status}")
     if vary_names(headers) is None:
         return StoreDecision(False, "vary *")
@@ -179,7 +229,7 @@ def decide_store(
     explicit = explicit_lifetime(response_cc, headers)
     if explicit is None and status not in HEURISTIC_STATUSES and not response_cc.public:
         return StoreDecision(False, "no explicit freshness")
-    lifetime = freshness_lifetime(status, response_cc, headers, default_ttl)
+    lifetime = freshness_lifetime(status, response_cc, headers, default_ttl, heuristic)
     if response_cc.no_cache:
         lifetime = 0.0
     validators = first_header(headers, b"etag") is not None or first_header(headers, b"last-modified") is not None

@@ -63,11 +63,29 @@ class CacheKeys:
 
 
 
+# Request fields the origin sees beside the URL that no response names in Vary but many origins
+# use: every stored variant is keyed on them as if it did. The host the origin was told
+# (X-Forwarded-Host: the client's Host, or what a trusted proxy said) is what it builds its
+# absolute links from, so a request with another Host never gets an entry made for this one.
+KEYED_FIELDS = ("x-forwarded-host",)
+
+
+def keyed_vary(names: Iterable[str]) -> list[str]:
+    """The Vary names a variant is stored under: the response's and the `KEYED_FIELDS`, sorted."""
+    return sorted({*names, *KEYED_FIELDS})
+
+
+# Request fields whose values are case-insensitive tokens (RFC 9110 §12.5: content codings,
+# language tags, media types, charsets): `gzip` and `GZIP` select the same variant (§4.1).
+CASELESS = frozenset({b"accept", b"accept-charset", b"accept-encoding", b"accept-language"})
+
+
 def secondary_key(names: Iterable[str], headers: Iterable[tuple[bytes, bytes]]) -> bytes:
     """The Vary secondary key (§4.1); `lua/cache_lookup.lua` computes the same bytes.
 
     For each nominated field (sorted, lower-case): `name=value\\n`, the value being the field's
-    lines stripped, joined with "," and with whitespace around commas removed; absent -> NUL.
+    lines stripped, joined with "," and with whitespace around commas removed, lower-cased for
+    the fields whose values are case-insensitive tokens (`CASELESS`); absent -> NUL.
     """
     pairs = list(headers)
     out = bytearray()
@@ -75,5 +93,7 @@ def secondary_key(names: Iterable[str], headers: Iterable[tuple[bytes, bytes]]) 
         wanted = name.encode("latin-1")
         values = [v.strip(b" \t") for k, v in pairs if k == wanted]
         value = _COMMA.sub(b",", b",".join(values)) if values else ABSENT
+        if wanted in CASELESS:
+            value = value.lower()
         out += wanted + b"=" + value + b"\n"
     return bytes(out)

@@ -14,7 +14,8 @@
     after      the response went out: store the teed body (or the revalidated entry) and
                release its fill, start the background refresh (a fill that ends unstored was
                given back by `handle` already, at the response head)
-    unsafe methods  a 2xx/3xx invalidates the URL and same-origin Location / Content-Location
+    other methods   a 2xx/3xx to any method but GET, HEAD, OPTIONS and TRACE (unsafe, or of
+               unknown safety) invalidates the URL and same-origin Location / Content-Location
                in `handle`, before the response head goes out: a GET through any replica
                after the client has its answer never gets what the request changed
     PURGE <url>     an admin key purges the URL, on every replica at once
@@ -58,12 +59,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.cache.coalesce import DOWN, FillWaiters
-from gateway.cache.directives import request_directives
+from gateway.cache.directives import cache_view, request_directives, response_directives
 from gateway.cache.entry import CacheEntry
 from gateway.cache.fill import Filler
 from gateway.cache.freshness import (
     conditional_headers,
     corrected_initial_age,
+    explicit_lifetime,
     has_validators,
     may_serve_stale_on_error,
     not_modified,
@@ -108,7 +110,7 @@ log = logging.getLogger("gateway.cache")
 HIT, MISS_, STALE_, BYPASS = b"HIT", b"MISS", b"STALE", b"BYPASS"
 _CLIENT_CONDITIONALS = (b"if-none-match", b"if-modified-since")
 _SAFE = frozenset({"GET", "HEAD"})
-_UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_SAFE_UNCACHED = frozenset({"OPTIONS", "TRACE"})  # safe, but never answered from the cache
 MAX_WAITS = 4  # lookups after waiting before a request gives up on coalescing and fetches
 
 
@@ -141,6 +143,9 @@ class CachePolicy(Policy):
         self.counters = CacheCounters()
         self._tasks: set[asyncio.Task[Any]] = set()
         self.filler = Filler(self.cache, settings, self.counters, self._spawn)
+        self.targeted = settings.targeted
+        # Removed on the way to the client unless configured otherwise: they were for us.
+        self._hidden = frozenset(() if settings.forward_targeted_fields else self.targeted)
         self._plans = {
             prefix: RouteCachePlan(settings.enabled and rc.enabled, settings.ttl if rc.ttl is None else rc.ttl)
             for prefix, rc in (routes or {}).items()
@@ -198,17 +203,27 @@ class CachePolicy(Policy):
                 return refused
             return Purge(request_url(ctx))
         if method not in _SAFE:
-            return Unsafe(request_url(ctx)) if method in _UNSAFE else Pass("method")
+            # RFC 9111 §4.4: every method not known to be safe invalidates (POST, PUT, PATCH,
+            # DELETE, and any the gateway does not know, e.g. M-SEARCH); OPTIONS and TRACE pass.
+            return Pass("method") if method in _SAFE_UNCACHED else Unsafe(request_url(ctx))
         if ctx.header(b"range") is not None:
             return Pass("range")  # we keep whole responses only
+        if ctx.has_body:
+            return Pass("body")  # a GET or HEAD with a body: its answer may depend on it
         request_cc = request_directives(ctx.headers)
         consumer = ctx.consumer
         authorization = ctx.header(b"authorization")
-        authenticated = bool(consumer and consumer.authenticated) or authorization is not None
-        scope = (
-            consumer_scope(consumer.id if consumer and consumer.authenticated else None, authorization)
-            if authenticated else SHARED_SCOPE
-        )
+        cookie = ctx.header(b"cookie")
+        # A Cookie is a credential too (as in Varnish's built-in policy): such a request is
+        # answered from, and stored in, its own scope, shared only when the response says so.
+        authenticated = (bool(consumer and consumer.authenticated) or authorization is not None
+                         or cookie is not None)
+        if authenticated:
+            credentials = authorization if cookie is None else (authorization or b"") + b"\n" + cookie
+            scope = consumer_scope(consumer.id if consumer and consumer.authenticated else None,
+                                   credentials)
+        else:
+            scope = SHARED_SCOPE
         url = request_url(ctx)
         h = url_hash(url)
         key = LookupKey(
@@ -328,6 +343,8 @@ class CachePolicy(Policy):
                     self.filler.release_soon(st, found, token, "error")
                 self.counters.stale += 1
                 return self._from_cache(ctx, stored, found.age, STALE_, client_conditionals)
+            failure = None if failure == "error" and self._explicitly_fresh(response) else failure
+        if failure is not None:
             if holding:
                 self.filler.release_soon(st, found, token, "error")
             self.counters.misses += 1
@@ -345,12 +362,12 @@ class CachePolicy(Policy):
 
         self.counters.misses += 1
         age = corrected_initial_age(response.headers, request_time, response_time)
-        self._mark(ctx, response, MISS_, age)
+        self._mark(ctx, response, MISS_, age, hide=False)
         if key.may_fill:
             self.filler.plan(ctx, st, found, token, None, age, response_time, response)
         elif holding:
             self.filler.release_soon(st, found, token, "retry")
-        return response
+        return self._hide(response)
 
     def _stale_on_error(self, st: LookupState, found: Lookup, *, disconnected: bool) -> bool:
         return may_serve_stale_on_error(
@@ -402,10 +419,11 @@ class CachePolicy(Policy):
         age_header = (b"age", str(int(age)).encode())
         request_headers = ctx.headers if conditionals is None else conditionals
         if entry.status == 200 and not_modified(request_headers, entry.headers):
-            headers = not_modified_headers(entry.headers)
-            headers += [age_header, (b"content-length", str(len(entry.body)).encode())]
-            return Response(304, headers)
-        headers = [(k, v) for k, v in entry.headers if k != b"age"] + [age_header]
+            # A 304 has no body and, from here, no body length: the full body's Content-Length
+            # on it made the engine wait for bytes that never came, cutting the connection.
+            return Response(304, [*not_modified_headers(entry.headers), age_header])
+        hidden = self._hidden
+        headers = [(k, v) for k, v in entry.headers if k != b"age" and k not in hidden] + [age_header]
         return Response(entry.status, headers, b"" if ctx.method == "HEAD" else entry.body)
 
     async def _bypass(self, ctx: RequestContext, call_next: Handler) -> Response:
@@ -413,15 +431,30 @@ class CachePolicy(Policy):
         response = await call_next(ctx)
         return self._mark(ctx, response, BYPASS)
 
-    @staticmethod
-    def _mark(ctx: RequestContext, response: Response, status: bytes, age: float | None = None) -> Response:
+    def _mark(self, ctx: RequestContext, response: Response, status: bytes, age: float | None = None,
+              *, hide: bool = True) -> Response:
         ctx.response_headers.append((b"x-cache", status))
         ctx.cache_status = status.decode()
         if age is not None:
             response.set_header(b"age", str(int(age)).encode())
         elif response.header(b"age") is None:
             response.headers.append((b"age", b"0"))
+        return self._hide(response) if hide else response
+
+    def _hide(self, response: Response) -> Response:
+        """Leave out the targeted fields meant for this cache (a new list: a store plan keeps
+        the one it judged)."""
+        hidden = self._hidden
+        if hidden and any(k in hidden for k, _ in response.headers):
+            response.headers = [(k, v) for k, v in response.headers if k not in hidden]
         return response
+
+    def _explicitly_fresh(self, response: Response) -> bool:
+        """An origin's error that says how long it stays fresh (RFC 9111 §3: storable like any
+        final response), e.g. a 503 with `max-age=30` during maintenance."""
+        judged = cache_view(response.headers, self.targeted)
+        cc = response_directives(judged)
+        return cc.public or explicit_lifetime(cc, judged) is not None
 
     async def _invalidate(self, urls: list[str]) -> None:
         try:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Any
@@ -15,6 +15,7 @@ from gateway.config import GatewayConfig, parse_config
 from gateway.context import Consumer, Headers, RequestContext, Response, UpstreamOutcome
 from gateway.routing import RouteTable
 from gateway.store import Store
+from tests.cache.site import Site, reflecting_site
 from tests.support import stores
 from tests.support.chain import drive
 
@@ -133,6 +134,12 @@ async def send(policy: CachePolicy, store: Store, ctx: RequestContext, origin: A
     """One request through the real chain (the cache, then `origin` as breaker + upstream)."""
     sent = await drive([policy], store, ctx, origin)
     return Result(sent.status, sent.headers, sent.body)
+
+
+@pytest.fixture(scope="module")
+def site() -> Iterator[Site]:
+    """A real gateway in front of a reflecting origin (tests/cache/site.py)."""
+    yield from reflecting_site()
 
 
 @pytest.fixture

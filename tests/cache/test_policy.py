@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import hashlib
+import time
 
 import pytest
 
@@ -53,7 +54,8 @@ def _remember_config(policy: CachePolicy, config) -> None:  # type: ignore[no-un
         (reply("private, max-age=60"), ("MISS", "MISS")),
         (reply("max-age=60", vary="*"), ("MISS", "MISS")),
         (reply("max-age=60", set_cookie="session=1"), ("MISS", "MISS")),
-        (reply("max-age=60", status=500), ("MISS", "MISS")),
+        (reply("max-age=60", status=500), ("MISS", "HIT")),  # explicitly fresh: storable (§3)
+        (reply(None, status=500), ("MISS", "MISS")),  # an error without freshness: never
         (reply("max-age=60", status=404), ("MISS", "HIT")),
         (reply("max-age=0"), ("MISS", "MISS")),
         (reply("max-age=10", age="30"), ("MISS", "MISS")),  # already stale when it arrived
@@ -146,6 +148,21 @@ async def test_vary_selects_the_variant(policy: CachePolicy, store: Store, confi
     assert await get(None) == ("MISS", b"none")  # absent only matches absent
     assert await get(None) == ("HIT", b"none")
     assert origin.calls == 3
+
+
+async def test_vary_compares_normalised_values(policy: CachePolicy, store: Store, config) -> None:  # type: ignore[no-untyped-def]
+    # RFC 9111 §4.1: whitespace around commas never matters; case does not for fields whose
+    # values are case-insensitive tokens (codings, language tags), and does for the others.
+    origin = Origin(lambda ctx: reply("max-age=60", vary="Accept-Encoding, X-Token", body=b"v"))
+
+    async def get(*headers: tuple[bytes, bytes]) -> str | None:
+        return (await send(policy, store, make_ctx(config, headers=list(headers)), origin)).x_cache
+
+    assert await get((b"accept-encoding", b"gzip, br"), (b"x-token", b"Ab")) == "MISS"
+    assert await get((b"accept-encoding", b"GZIP,BR"), (b"x-token", b"Ab")) == "HIT"
+    assert await get((b"accept-encoding", b"gzip"), (b"accept-encoding", b" br "), (b"x-token", b"Ab")) == "HIT"
+    assert await get((b"accept-encoding", b"gzip, br"), (b"x-token", b"ab")) == "MISS"  # case-sensitive
+    assert origin.calls == 2
 
 
 async def test_variants_are_bounded(store: Store) -> None:
@@ -367,6 +384,11 @@ async def test_a_consumers_own_misses_still_coalesce(policy: CachePolicy, store:
         ("POST", 201, "http://elsewhere.test/api/products/2", {"/api/products/1"}),  # other origin
         ("POST", 400, None, set()),  # unsuccessful: nothing changes
         ("POST", 500, None, set()),
+        # RFC 9111 §4.4: a method of unknown safety invalidates too; OPTIONS and TRACE do not
+        ("M-SEARCH", 200, None, {"/api/products/1"}),
+        ("PROPPATCH", 207, None, {"/api/products/1"}),
+        ("OPTIONS", 200, None, set()),
+        ("TRACE", 200, None, set()),
     ],
 )
 async def test_unsafe_methods_invalidate(policy: CachePolicy, store: Store, config, method: str, status: int,
@@ -642,3 +664,26 @@ async def test_metrics_count_size_and_outcomes(policy: CachePolicy, store: Store
     await twice(policy, store, origin)
     m = await policy.metrics()
     assert m["entries"] == 1 and m["bytes"] > 50 and m["hits"] == 1 and m["misses"] == 1
+
+
+@pytest.mark.parametrize(("heuristic", "hit"), [(None, False), ({"fraction": 0.1, "max": 3600}, True)])
+async def test_the_configured_heuristic_gives_a_last_modified_response_its_lifetime(
+        store: Store, heuristic: dict | None, hit: bool) -> None:
+    from email.utils import formatdate
+
+    config = cache_config(cache={"ttl": 300, **({"heuristic": heuristic} if heuristic else {})})
+    policy = CachePolicy.from_config(config, store)
+    ten_days_ago = formatdate(time.time() - 10 * 86400, usegmt=True)
+    origin = Origin(reply(None, last_modified=ten_days_ago))  # no explicit freshness
+    await send(policy, store, make_ctx(config), origin)
+    # Fresh for at least 1000 more seconds? Only with the heuristic (min(3600, 1 day)), not the
+    # fixed ttl (300).
+    again = await send(policy, store, make_ctx(config, headers=[(b"cache-control", b"min-fresh=1000")]), origin)
+    assert (again.x_cache == "HIT") is hit
+
+
+async def test_an_explicitly_fresh_error_is_stored_and_served(policy: CachePolicy, store: Store, config) -> None:  # type: ignore[no-untyped-def]
+    origin = Origin(reply("max-age=60", status=503, body=b"maintenance"))
+    assert await twice(policy, store, origin) == ("MISS", "HIT")
+    unmarked = Origin(reply(None, status=503, body=b"down"))
+    assert await twice(policy, store, unmarked, "/api/products/2") == ("MISS", "MISS")

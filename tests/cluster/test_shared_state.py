@@ -100,14 +100,14 @@ def test_a_response_cached_through_one_replica_is_a_hit_on_the_others(
     require(gateways, "cache")
     path = "/api/products/1"
     before = hits(services["products"], path)
-    first = httpx.get(gateways[0].url + path, timeout=10)
+    first = gateways.get(0, path)
     assert first.status_code == 200
     assert first.headers["x-cache"] == "MISS"
     # The fill is stored after the response went out: wait until another replica sees it.
-    hit = wait_until(lambda: (r := httpx.get(gateways[1].url + path, timeout=10))
+    hit = wait_until(lambda: (r := gateways.get(1, path))
                      .headers.get("x-cache") == "HIT" and r, timeout=5, what="a HIT on replica 2")
     assert hit.json() == first.json()
-    third = httpx.get(gateways[2].url + path, timeout=10)
+    third = gateways.get(2, path)
     assert third.headers["x-cache"] == "HIT"
     assert hits(services["products"], path) - before == 1
 
@@ -144,7 +144,7 @@ def test_killing_a_replica_loses_nothing_for_the_others(gateways: Gateways, serv
     # until they are shared, then crash the replica that made them.
     if gateways.wired("cache"):
         cached = True
-        httpx.get(gateways[0].url + "/api/products/2", timeout=10)
+        gateways.get(0, "/api/products/2")
         wait_until(lambda: gateways.cache_status(1, "/api/products/2") == "HIT", timeout=5,
                    what="the fill stored")
     if gateways.wired("circuit_breaker"):
@@ -161,8 +161,8 @@ def test_killing_a_replica_loses_nothing_for_the_others(gateways: Gateways, serv
         assert statuses(after) == [200] * (RATE_LIMIT - 4) + [429] * 4
         if cached:
             seen = hits(services["products"], "/api/products/2")
-            for g in survivors:
-                assert httpx.get(g.url + "/api/products/2", timeout=10).headers["x-cache"] == "HIT"
+            for index in (1, 2):
+                assert gateways.get(index, "/api/products/2").headers["x-cache"] == "HIT"
             assert hits(services["products"], "/api/products/2") == seen
         if breaker:
             for g in survivors:

@@ -64,6 +64,10 @@ GATEWAY_OWNED = frozenset({
     "x-request-id", "traceparent", "tracestate",
     "x-user-id", "x-user-tier", "x-api-key", "authorization",
     "if-none-match", "if-modified-since",
+    # rewrites and method overrides (gateway/forwarding.py REWRITES): never forwarded
+    "x-forwarded-prefix", "x-forwarded-port", "x-forwarded-scheme", "x-forwarded-server",
+    "x-original-url", "x-rewrite-url", "x-original-uri",
+    "x-http-method-override", "x-method-override", "x-http-method",
 })
 # Fields that may end a well-formed request early: a key (401), the Host (added by the test).
 _REFUSING = frozenset({"x-api-key", "authorization", "host"})
@@ -87,7 +91,8 @@ _KNOWN = ["cookie", "accept", "accept-encoding", "accept-language", "user-agent"
           "proxy-connection", "proxy-authorization", "proxy-authenticate", "x-forwarded-for",
           "x-forwarded-proto", "x-forwarded-host", "forwarded", "x-real-ip", "x-request-id",
           "x-user-id", "x-user-tier", "traceparent", "tracestate", "authorization", "x-api-key",
-          "if-none-match", "if-modified-since"]
+          "if-none-match", "if-modified-since", "x-forwarded-prefix", "x-original-url",
+          "x-http-method-override"]
 # written x_y (or x_ when there is no `-`): CGI and WSGI would read them as the real ones
 _UNDERSCORED = [*_KNOWN, "transfer-encoding", "content-length", "expect", "host"]
 

@@ -208,6 +208,9 @@ class Services:
         self.stop()
 
 
+PUBLIC_HOST = "gateway.test"  # the Host clients send, whichever replica the balancer picks
+
+
 class Gateways:
     """N gateway processes (`gateway run`) with one config, sharing one store."""
 
@@ -245,9 +248,15 @@ class Gateways:
         route = next(iter(self.config["routes"]))
         return header in httpx.get(first + route, timeout=10).headers
 
+    def get(self, index: int, path: str, **kw: Any) -> httpx.Response:
+        """A GET of `path` through gateway `index` with the cluster's public Host, as through
+        the load balancer (the cache keys entries on the host the origin is told)."""
+        headers = {"host": PUBLIC_HOST, **kw.pop("headers", {})}
+        return httpx.get(self.replicas[index].url + path, headers=headers, timeout=10, **kw)
+
     def cache_status(self, index: int, path: str) -> str | None:
         """The X-Cache of a GET of `path` through gateway `index`."""
-        return httpx.get(self.replicas[index].url + path, timeout=10).headers.get("x-cache")
+        return self.get(index, path).headers.get("x-cache")
 
     def breaker_state(self, index: int, service: str) -> str | None:
         """The service's breaker state as gateway `index` reports it in /health."""

@@ -64,6 +64,17 @@ async def serving(config: dict[str, Any]) -> AsyncIterator[tuple[GatewayApp, Ser
         await app.close()
 
 
+async def start_app(app: Any) -> tuple[Any, str]:
+    """An aiohttp application serving on an ephemeral port: (its runner, to clean up; its URL)."""
+    from aiohttp import web
+
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner, f"http://127.0.0.1:{port}"
+
+
 @contextlib.asynccontextmanager
 async def running_gateway(config: dict[str, Any]) -> AsyncIterator[GatewayApp]:
     """A gateway serving `config` on an ephemeral port; yields the app (`app.url` is set)."""

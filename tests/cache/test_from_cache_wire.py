@@ -1,0 +1,32 @@
+"""What a response served from the cache looks like on the wire, through a real gateway."""
+
+from __future__ import annotations
+
+import asyncio
+from urllib.parse import urlsplit
+
+from tests.cache.site import PUBLIC, Site, fresh
+
+
+def test_a_304_from_the_cache_has_no_body_length_and_keeps_the_connection(site: Site) -> None:
+    path = fresh("public&etag")
+    assert site.send("GET", path).headers["x-cache"] == "MISS"
+    address = urlsplit(site.url)
+
+    async def exchange() -> tuple[str, str]:
+        reader, writer = await asyncio.open_connection(address.hostname, address.port)
+        try:
+            writer.write(f'GET {path} HTTP/1.1\r\nHost: {PUBLIC}\r\nIf-None-Match: "v1"\r\n\r\n'.encode())
+            first = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)).decode("latin-1")
+            # the same connection goes on: nothing was waited for after the 304's head
+            writer.write(f"GET {path} HTTP/1.1\r\nHost: {PUBLIC}\r\n\r\n".encode())
+            second = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)).decode("latin-1")
+            return first.lower(), second.lower()
+        finally:
+            writer.close()
+
+    first, second = site.loop.run_until_complete(exchange())
+    assert first.startswith("http/1.1 304")
+    assert "content-length" not in first and "transfer-encoding" not in first
+    assert "x-cache: hit" in first and 'etag: "v1"' in first
+    assert second.startswith("http/1.1 200") and "x-cache: hit" in second
