@@ -75,6 +75,7 @@ from gateway.cache.freshness import (
 from gateway.cache.invalidation import invalidation_targets, path_and_query, request_url
 from gateway.cache.keys import SHARED_SCOPE, CacheKeys, consumer_scope, url_hash
 from gateway.cache.near import NearCache
+from gateway.cache.ranges import if_range_matches, parse_ranges, ranged, unsatisfiable
 from gateway.cache.settings import CacheSettings, RouteCache
 from gateway.cache.state import (
     CacheCounters,
@@ -206,8 +207,6 @@ class CachePolicy(Policy):
             # RFC 9111 §4.4: every method not known to be safe invalidates (POST, PUT, PATCH,
             # DELETE, and any the gateway does not know, e.g. M-SEARCH); OPTIONS and TRACE pass.
             return Pass("method") if method in _SAFE_UNCACHED else Unsafe(request_url(ctx))
-        if ctx.header(b"range") is not None:
-            return Pass("range")  # we keep whole responses only
         if ctx.has_body:
             return Pass("body")  # a GET or HEAD with a body: its answer may depend on it
         request_cc = request_directives(ctx.headers)
@@ -228,7 +227,10 @@ class CachePolicy(Policy):
         h = url_hash(url)
         key = LookupKey(
             url=url, h=h, scope=scope, check_shared=authenticated,
-            token=secrets.token_hex(8), may_fill=method == "GET" and not request_cc.no_store,
+            token=secrets.token_hex(8),
+            # A range request is answered from a stored whole response (gateway/cache/ranges.py),
+            # or goes to the origin as it is: a partial answer is never stored.
+            may_fill=method == "GET" and not request_cc.no_store and ctx.header(b"range") is None,
             request_cc=request_cc, headers=tuple(ctx.headers), held=self.cache.near.held(h),
         )
         pending = self.cache.stage_lookup(batch, key)
@@ -424,6 +426,13 @@ class CachePolicy(Policy):
             return Response(304, [*not_modified_headers(entry.headers), age_header])
         hidden = self._hidden
         headers = [(k, v) for k, v in entry.headers if k != b"age" and k not in hidden] + [age_header]
+        wanted = ctx.header(b"range") if ctx.method == "GET" and entry.status == 200 else None
+        if wanted is not None and if_range_matches(ctx.header(b"if-range"), entry.headers):
+            ranges = parse_ranges(wanted, len(entry.body))
+            if ranges == []:
+                return unsatisfiable(len(entry.body), ctx.request_id)
+            if ranges is not None:
+                return ranged(headers, entry.body, ranges)
         return Response(entry.status, headers, b"" if ctx.method == "HEAD" else entry.body)
 
     async def _bypass(self, ctx: RequestContext, call_next: Handler) -> Response:

@@ -22,15 +22,26 @@ REFLECTED = ("host", "x-forwarded-host", "x-forwarded-prefix", "x-forwarded-port
              "cookie", "x-forwarded-proto", "forwarded")
 
 
+HITS: dict[str, int] = {}  # origin requests per path
+
+
 async def reflect(request: web.Request) -> web.Response:
-    """Every field of REFLECTED it was told, the method and the body, as JSON; no Cache-Control
-    (the gateway's default freshness applies) unless `?public`; an ETag with `?etag`."""
+    """Every field of REFLECTED it was told, the method, the body and how many times it was asked
+    for this path, as JSON. Programmable by the query: no Cache-Control (the gateway's default
+    freshness applies) unless `?public`; an ETag with `?etag`; `h=Name:Value` adds a response
+    field (repeatable), `status=NNN` sets the status."""
+    HITS[request.path] = HITS.get(request.path, 0) + 1
     seen = {name: request.headers.get(name) for name in REFLECTED}
-    body = json.dumps({"method": request.method, "seen": seen, "body": (await request.read()).decode()})
+    body = json.dumps({"method": request.method, "seen": seen, "body": (await request.read()).decode(),
+                       "hits": HITS[request.path], "accept_encoding": request.headers.get("accept-encoding")})
     headers = {"Cache-Control": "public, max-age=60"} if "public" in request.query else {}
     if "etag" in request.query:
         headers["ETag"] = '"v1"'
-    return web.Response(text=body, content_type="application/json", headers=headers)
+    for field in request.query.getall("h", []):
+        name, _, value = field.partition(":")
+        headers[name.strip()] = value.strip()
+    status = int(request.query.get("status", "200"))
+    return web.Response(text=body, content_type="application/json", headers=headers, status=status)
 
 
 class Site:
@@ -56,10 +67,13 @@ def reflecting_site() -> Iterator[Site]:
     loop = asyncio.new_event_loop()
     app = web.Application()
     app.router.add_route("*", "/api/pages/{tail:.*}", reflect)
+    app.router.add_route("*", "/api/any/{tail:.*}", reflect)
     runner, url = loop.run_until_complete(start_app(app))
     config: dict[str, Any] = {
         "services": {"pages": {"url": url, "timeout": 5}},
-        "routes": {"/api/pages": {"service": "pages", "methods": ["GET", "HEAD", "POST"]}},
+        "routes": {"/api/pages": {"service": "pages", "methods": ["GET", "HEAD", "POST"]},
+                   "/api/any": {"service": "pages"}},
+        "cache": {"heuristic": {"fraction": 0.1, "max": 3600}, "targeted_field": "Gateway-Cache-Control"},
         "rate_limit": {"enabled": False}, "circuit_breaker": {"enabled": False},
         "logging": {"level": "WARNING"},
     }

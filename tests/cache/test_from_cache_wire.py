@@ -30,3 +30,16 @@ def test_a_304_from_the_cache_has_no_body_length_and_keeps_the_connection(site: 
     assert "content-length" not in first and "transfer-encoding" not in first
     assert "x-cache: hit" in first and 'etag: "v1"' in first
     assert second.startswith("http/1.1 200") and "x-cache: hit" in second
+
+
+def test_ranges_from_the_cache_on_the_wire(site: Site) -> None:
+    path = fresh("public")
+    whole = site.send("GET", path)
+    assert whole.headers["x-cache"] == "MISS"
+    part = site.send("GET", path, {"range": "bytes=0-4"})
+    assert part.status_code == 206 and part.content == whole.content[:5]
+    assert part.headers["content-range"] == f"bytes 0-4/{len(whole.content)}"
+    assert part.headers["content-length"] == "5" and part.headers["x-cache"] == "HIT"
+    beyond = site.send("GET", path, {"range": f"bytes={len(whole.content) + 10}-"})
+    assert beyond.status_code == 416 and beyond.headers["content-range"] == f"bytes */{len(whole.content)}"
+    assert beyond.headers["content-type"] == "application/problem+json"
