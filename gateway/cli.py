@@ -103,6 +103,19 @@ def _run(args: argparse.Namespace) -> int:
     return _serve(str(config_path(args.config)), args.host, args.port, args.workers, args.grace)
 
 
+def port_free(host: str, port: int) -> bool:
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the listeners will
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 def _dev(args: argparse.Namespace) -> int:
     config_file = args.config or str(DEV_CONFIG)
     config = _load(config_file)
@@ -111,6 +124,15 @@ def _dev(args: argparse.Namespace) -> int:
     from gateway.localcluster import wait_answering
 
     ports = {name: args.services_port + i for i, name in enumerate(DEV_SERVICES)}
+    # Every port free before anything starts (or says it started): a busy one is named at once,
+    # and a mock's port answered by something else is never mistaken for the mock.
+    busy = [f"{host}:{port} ({what})" for what, host, port in
+            [("gateway", args.host, args.port), *(("mock " + n, "127.0.0.1", p) for n, p in ports.items())]
+            if not port_free(host, port)]
+    if busy:
+        print(f"gateway dev: port in use: {', '.join(busy)}; choose others with --port / "
+              "--services-port", file=sys.stderr)
+        return 1
     if not args.config:
         for name, port in ports.items():  # keep the built-in config pointing at them
             os.environ[f"GATEWAY_SERVICES__{name.upper()}__URL"] = f"http://127.0.0.1:{port}"

@@ -363,6 +363,14 @@ def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
     return tree
 
 
+def env_sources(environ: Mapping[str, str]) -> dict[str, str]:
+    """Which variable set which field: {"redis.url": "GATEWAY_REDIS__URL"} (for error messages)."""
+    return {
+        ".".join(p.lower() for p in name[len(ENV_PREFIX):].split("__") if p): name
+        for name in environ if name.startswith(ENV_PREFIX) and "__" in name
+    }
+
+
 def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in override.items():
@@ -378,17 +386,19 @@ def config_path(explicit: str | None = None, environ: Mapping[str, str] | None =
     return Path(explicit or environ.get("GATEWAY_CONFIG") or DEFAULT_CONFIG_FILE)
 
 
-def parse_config(data: Any, source: str = "config") -> GatewayConfig:
-    """Validate a mapping; raise ConfigError naming every bad field."""
+def parse_config(data: Any, source: str = "config",
+                 env: Mapping[str, str] | None = None) -> GatewayConfig:
+    """Validate a mapping; raise ConfigError naming every bad field (and, for a field an
+    environment variable set, that variable: see `env_sources`)."""
     if not isinstance(data, Mapping):
         raise ConfigError(f"{source}: the top level must be a mapping of sections")
     try:
         return GatewayConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"{source}: invalid configuration\n" + _describe(exc)) from None
+        raise ConfigError(f"{source}: invalid configuration\n" + _describe(exc, env or {})) from None
 
 
-def _describe(exc: ValidationError) -> str:
+def _describe(exc: ValidationError, env: Mapping[str, str]) -> str:
     lines = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
@@ -397,7 +407,13 @@ def _describe(exc: ValidationError) -> str:
             msg = "unknown key"
         elif err["type"] == "missing":
             msg = "required field is missing"
-        lines.append(f"  {loc or '(top level)'}: {msg}")
+        # The field itself or a section above it came from the environment: say which variable
+        # (never its value, which may be a secret).
+        parts = loc.split(".")
+        variable = next((env[p] for p in (".".join(parts[:i]) for i in range(len(parts), 0, -1))
+                         if p in env), None)
+        where = f" (set by the environment variable {variable})" if variable else ""
+        lines.append(f"  {loc or '(top level)'}: {msg}{where}")
     return "\n".join(lines)
 
 
@@ -419,4 +435,4 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
         data = {}
     if not isinstance(data, Mapping):
         raise ConfigError(f"{file}: the top level must be a mapping of sections")
-    return parse_config(_merge(dict(data), env_overrides(environ)), str(file))
+    return parse_config(_merge(dict(data), env_overrides(environ)), str(file), env_sources(environ))

@@ -2,11 +2,15 @@
 
 Written for `gateway dev` (its demo keys and limits); prints one PASS/FAIL line per check and
 exits non-zero when any check fails. The rate-limit check runs last because it spends the
-anonymous quota of this client's address for the next minute.
+anonymous quota of this client's address for the next minute; so that a second run within that
+minute starts afresh, a run against a gateway on 127.0.0.1 (or localhost) connects from an
+address of its own in 127.0.0.0/8 (on Linux every one of them is the loopback), and anonymous
+quotas are counted per client address. Against another host, wait a minute between runs.
 """
 
 from __future__ import annotations
 
+import secrets
 import sys
 from collections.abc import Callable
 
@@ -103,9 +107,19 @@ CHECKS: list[tuple[str, Check]] = [
 ]
 
 
+def _source_address(url: str) -> str | None:
+    """A loopback address of this run's own for a gateway on IPv4 loopback (Linux only)."""
+    host = httpx.URL(url).host
+    if sys.platform != "linux" or host not in ("127.0.0.1", "localhost"):
+        return None
+    return f"127.{secrets.randbelow(254) + 1}.{secrets.randbelow(256)}.{secrets.randbelow(254) + 1}"
+
+
 def run_smoke(url: str) -> int:
     failed = 0
-    with httpx.Client(base_url=url, timeout=10) as client:
+    source = _source_address(url)
+    transport = httpx.HTTPTransport(local_address=source) if source else None
+    with httpx.Client(base_url=url, timeout=10, transport=transport) as client:
         for title, check in CHECKS:
             try:
                 problem = check(client)

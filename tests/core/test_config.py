@@ -63,6 +63,22 @@ def test_environment_overrides_file_values(seed_file: Path) -> None:
     assert config.services["users"].timeout == 2.5
 
 
+def test_a_bad_value_from_the_environment_names_the_variable_not_its_value(seed_file: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(seed_file, environ={"GATEWAY_CACHE__TTL": "soon", "GATEWAY_REDIS__PASSWORD_X": "s3cret"})
+    message = str(caught.value)
+    assert "cache.ttl" in message and "GATEWAY_CACHE__TTL" in message
+    assert "redis.password_x" in message and "GATEWAY_REDIS__PASSWORD_X" in message
+    assert "s3cret" not in message and "soon" not in message.split("GATEWAY_CACHE__TTL")[1]
+
+
+def test_a_bad_value_from_the_file_names_no_variable(seed_file: Path) -> None:
+    seed_file.write_text(seed_file.read_text().replace("ttl: 300", "ttl: soon"))
+    with pytest.raises(ConfigError) as caught:
+        load_config(seed_file, environ={"GATEWAY_REDIS__URL": "redis://other:6379/0"})
+    assert "cache.ttl" in str(caught.value) and "environment" not in str(caught.value)
+
+
 def test_gateway_config_env_names_the_file(seed_file: Path) -> None:
     config = load_config(None, environ={"GATEWAY_CONFIG": str(seed_file)})
     assert "users" in config.services

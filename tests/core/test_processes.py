@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from gateway.cli import port_free
 from services.testing import pattern_sha256
 from tests.support.processes import (
     ROOT,
@@ -153,6 +154,9 @@ def test_gateway_dev_runs_everything_and_ctrl_c_stops_all() -> None:
                                capture_output=True, text=True, timeout=120)
         assert smoke.returncode == 0, smoke.stdout
         assert "0 failed" in smoke.stdout
+        again = subprocess.run([sys.executable, "-m", "gateway.cli", "smoke", f"http://127.0.0.1:{port}"],
+                               capture_output=True, text=True, timeout=120)
+        assert again.returncode == 0 and "0 failed" in again.stdout, again.stdout  # safe to repeat
     finally:
         proc.send_signal(signal.SIGINT)
         code = proc.wait(timeout=20)
@@ -162,15 +166,27 @@ def test_gateway_dev_runs_everything_and_ctrl_c_stops_all() -> None:
 
 
 def _port_free(port: int) -> bool:
+    return port_free("127.0.0.1", port)
+
+
+def test_gateway_dev_with_a_port_in_use_says_so_and_starts_nothing() -> None:
     import socket
 
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers do: TIME_WAIT is fine
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        busy = holder.getsockname()[1]
+        services_port = free_port()
+        while any(not _port_free(services_port + i) for i in range(3)):
+            services_port = free_port()
+        done = subprocess.run(
+            [sys.executable, "-m", "gateway.cli", "dev", "--port", str(busy), "--services-port", str(services_port)],
+            cwd=ROOT, capture_output=True, text=True, timeout=60,
+            env={k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")})
+    assert done.returncode == 1
+    assert f"port in use: 127.0.0.1:{busy} (gateway)" in done.stderr
+    assert "listening" not in done.stdout + done.stderr and "gateway on" not in done.stderr
+    assert all(_port_free(services_port + i) for i in range(3))  # no mock was started
 
 
 @pytest.mark.redis

@@ -44,3 +44,13 @@ def test_the_wheel_carries_the_lua_scripts_and_the_static_files(tmp_path: Path) 
     assert "gateway/lua/__init__.py" in names
     assert "gateway/dev.yaml" in names and "gateway/static/dashboard.js" in names
     assert not any(n.startswith("lua/") or n.startswith("tests/") for n in names)
+    # The license the README and pyproject name, in the wheel's metadata.
+    license_file = next(n for n in names if n.endswith(".dist-info/licenses/LICENSE") or n.endswith(".dist-info/LICENSE"))
+    assert "Apache License" in zipfile.ZipFile(wheel).read(license_file).decode()
+
+
+def test_the_license_is_the_one_the_readme_and_pyproject_name() -> None:
+    text = (REPO / "LICENSE").read_text()
+    assert text.startswith("Apache License") and "Version 2.0, January 2004" in text
+    assert 'license = {text = "Apache-2.0"}' in (REPO / "pyproject.toml").read_text()
+    assert "Apache-2.0" in (REPO / "README.md").read_text()
