@@ -18,6 +18,9 @@ makes the caller `ADMIN` (`Consumer.admin`), on its own rate-limit quota; any ot
 it is a 401. `admin_required` is the one admin check (PURGE on the hot path, the control plane's
 `POST /admin/cache/purge`).
 
+With `auth.jwt` a Bearer token that is a JWT is verified instead (gateway/identity/jwt_auth.py):
+its claims name the consumer and tier; a bad token is a 401 with `error="invalid_token"`.
+
 `auth.mode: headers` keeps the seed's behaviour and trusts `X-User-ID` / `X-User-Tier` as sent
 (an unknown tier means `default`). It is safe only behind a trusted proxy that authenticates
 callers and overwrites those headers; anyone reaching the gateway directly can pick a tier.
@@ -33,7 +36,8 @@ from collections.abc import Iterable
 
 from gateway.config import GatewayConfig
 from gateway.context import Consumer, RequestContext, Response
-from gateway.identity.settings import ConsumerSettings
+from gateway.identity.jwt_auth import JWT_SHAPE, JwtVerifier, TokenRejected
+from gateway.identity.settings import ConsumerSettings, JwtSettings
 from gateway.policy import Policy
 from gateway.problem import problem
 from gateway.store import StoreBatch
@@ -122,8 +126,10 @@ class IdentityPolicy(Policy):
         mode: str = "api_keys",
         hide_credentials: bool = True,
         admin_digests: Iterable[str] = (),
+        jwt: JwtSettings | None = None,
     ) -> None:
         self._admin_digests = frozenset(admin_digests)
+        self.jwt = JwtVerifier(jwt, frozenset(tiers), DEFAULT_TIER) if jwt is not None else None
         self.mode = mode
         self.hide_credentials = hide_credentials
         self.tiers = frozenset(tiers)
@@ -142,7 +148,16 @@ class IdentityPolicy(Policy):
             mode=config.auth.mode,
             hide_credentials=config.auth.hide_credentials,
             admin_digests=config.auth.admin_keys_sha256,
+            jwt=config.auth.jwt,
         )
+
+    async def start(self) -> None:
+        if self.jwt is not None:
+            await self.jwt.start()
+
+    async def close(self) -> None:
+        if self.jwt is not None:
+            await self.jwt.close()
 
     def stage(self, ctx: RequestContext, batch: StoreBatch) -> Response | None:
         if self.mode == "headers":
@@ -186,6 +201,12 @@ class IdentityPolicy(Policy):
         key = api_key if api_key is not None else bearer
         if key is None:
             consumer = anonymous(ctx.client_ip)
+        elif key is bearer and self.jwt is not None and JWT_SHAPE.fullmatch(key):
+            try:
+                consumer = self.jwt.consumer(key)
+            except TokenRejected as exc:
+                return problem(401, f"The bearer token is not valid: {exc}.", request_id=ctx.request_id,
+                               kind="invalid-token", headers=[_token_challenge(str(exc))])
         else:
             found = self._by_digest.get(key_digest(key)) if key else None
             if found is None and ctx.method == "PURGE" and self._is_admin(key):
@@ -229,6 +250,13 @@ class IdentityPolicy(Policy):
         ctx.remove_header(_X_USER_TIER)
         ctx.headers.append((_X_USER_TIER, consumer.tier.encode()))
         return None
+
+
+def _token_challenge(reason: str) -> tuple[bytes, bytes]:
+    """RFC 6750 §3: the error and a description without quotes or backslashes."""
+    description = reason.replace("\\", "").replace('"', "'")[:200]
+    return (b"www-authenticate",
+            f'Bearer realm="gateway", error="invalid_token", error_description="{description}"'.encode())
 
 
 def anonymous(client_ip: str) -> Consumer:

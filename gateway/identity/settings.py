@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+import jwt
+from pydantic import Field, field_validator, model_validator
 
 from gateway.settings import Section
 
@@ -28,8 +31,52 @@ class ConsumerSettings(Section):
         return value.lower()
 
 
+Algorithm = Literal["HS256", "RS256", "ES256"]
+
+
+class JwtClaims(Section):
+    """Which claims name the consumer and its tier."""
+
+    consumer: str = Field("sub", min_length=1)
+    tier: str | None = Field(None, description="a claim naming a configured tier (else `default`)")
+
+
+class JwtSettings(Section):
+    """Bearer JWTs beside API keys (gateway/identity/jwt_auth.py)."""
+
+    algorithms: list[Algorithm] = Field(default_factory=lambda: list[Algorithm](["RS256"]), min_length=1)
+    jwks_file: str | None = Field(None, description="a JWKS document on disk (read at start)")
+    jwks_url: str | None = Field(None, description="a JWKS URL, fetched at start and in the background")
+    secret_env: str | None = Field(None, description="the environment variable holding the HS256 secret")
+    issuer: str | None = None
+    audience: str | None = None
+    leeway: float = Field(30, ge=0, le=300, description="seconds of clock skew allowed for exp / nbf")
+    require_exp: bool = True
+    refresh_interval: float = Field(300, gt=0, description="seconds between JWKS URL fetches")
+    claims: JwtClaims = JwtClaims()
+
+    @model_validator(mode="after")
+    def _keys(self) -> JwtSettings:
+        if not (self.jwks_file or self.jwks_url or self.secret_env):
+            raise ValueError("needs its keys: jwks_file, jwks_url or secret_env")
+        if "HS256" in self.algorithms and not (self.secret_env or self.jwks_file or self.jwks_url):
+            raise ValueError("HS256 needs secret_env")
+        if set(self.algorithms) - {"HS256"} and not (self.jwks_file or self.jwks_url):
+            raise ValueError("RS256 / ES256 need jwks_file or jwks_url")
+        if self.jwks_url and not self.jwks_url.startswith(("https://", "http://")):
+            raise ValueError("jwks_url must be an http(s) URL")
+        if self.jwks_file:
+            try:
+                document = json.loads(Path(self.jwks_file).read_text())
+                jwt.PyJWKSet.from_dict(document)
+            except (OSError, ValueError, jwt.PyJWKError) as exc:
+                raise ValueError(f"jwks_file {self.jwks_file}: not a usable JWKS ({exc})") from None
+        return self
+
+
 class AuthSettings(Section):
     mode: Literal["api_keys", "headers"] = "api_keys"
+    jwt: JwtSettings | None = Field(None, description="accept bearer JWTs beside API keys")
     consumers: list[ConsumerSettings] = Field(default_factory=list)
     hide_credentials: bool = Field(
         True, description="strip X-API-Key / Authorization: Bearer before proxying upstream"
