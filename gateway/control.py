@@ -22,6 +22,30 @@ if TYPE_CHECKING:
 FORMATS = ("json", "prometheus", "text", "openmetrics")
 
 
+DOCS_ASSETS = "/docs/assets"
+
+
+def mount_swagger_ui(app: FastAPI) -> None:
+    """`/docs`: Swagger UI 5 (OpenAPI 3.1) served from the fastapi-offline package's copy, so the
+    page works on a machine without internet (FastAPI's default loads it from a CDN)."""
+    from importlib import resources
+
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.staticfiles import StaticFiles
+
+    assets = str(resources.files("fastapi_offline").joinpath("static"))
+    app.mount(DOCS_ASSETS, StaticFiles(directory=assets), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> Response:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json", title="pygateway: API docs",
+            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_ASSETS}/favicon.png",
+        )
+
+
 def create_control_app(gateway: Gateway) -> FastAPI:
     app = FastAPI(
         title="pygateway",
@@ -31,8 +55,12 @@ def create_control_app(gateway: Gateway) -> FastAPI:
             "proxied to the backend services through identity, rate limiting, caching and "
             "circuit breaking."
         ),
+        # Our own /docs below: Swagger UI from a packaged copy, not a CDN (works offline).
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.gateway = gateway
+    mount_swagger_ui(app)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:

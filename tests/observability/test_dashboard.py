@@ -163,3 +163,23 @@ def test_charts_draw_live_data_in_headless_chromium(live_gateway: GatewayProcess
     assert rps_pixels >= 20 and latency_pixels >= 20, (rps_pixels, latency_pixels)
     # ...and not just anywhere: an empty chart area has none of that colour.
     assert count(image, rect("c-cache"), RPS) == 0
+
+
+async def test_the_api_docs_load_nothing_from_elsewhere(gw: httpx.AsyncClient) -> None:
+    page = (await gw.get("/docs")).text
+    assert not re.search(r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}", page, re.I), page
+    for asset in re.findall(r'(?:src|href)="(/docs/assets/[^"]+)"', page):
+        response = await gw.get(asset)
+        assert response.status_code == 200 and len(response.content) > 100, asset
+
+
+@pytest.mark.slow
+def test_the_api_docs_render_offline_in_headless_chromium(live_gateway: GatewayProcess) -> None:
+    if chromium() is None:
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    # Every host but the gateway's is unreachable: a CDN could not load.
+    dom = browse(live_gateway.url + "/docs", "--dump-dom",
+                 "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert 'class="swagger-ui' in dom.stdout, dom.stdout[:2000]
+    assert "/api/users" in dom.stdout and "pygateway" in dom.stdout  # the operations rendered
