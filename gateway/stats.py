@@ -66,11 +66,13 @@ class RequestStats:
         self.by_status: dict[str, int] = {}
         self.services: dict[str, ServiceStats] = {}
         # Prometheus series: label tuples -> value.
-        self.requests: dict[tuple[str, str, str], int] = {}  # (route, method, status class)
+        # (route, service, method, status class, exact status code)
+        self.requests: dict[tuple[str, str, str, str, str], int] = {}
+        self.route_services: dict[str, str] = {}  # route -> its service (the histograms' label)
         self.latency: dict[str, LatencyHistogram] = {}  # route -> whole request, as clients see it
         self.own_latency: dict[str, LatencyHistogram] = {}  # route -> the gateway's own share
         self.upstream_latency: dict[str, LatencyHistogram] = {}  # service -> upstream exchange
-        self.rate_limit: dict[tuple[str, str], int] = {}  # (tier, admitted|rejected)
+        self.rate_limit: dict[tuple[str, str, str], int] = {}  # (tier, route, admitted|rejected)
         self.cache: dict[tuple[str, str], int] = {}  # (route, hit|miss|stale|bypass|...)
         self.store_latency = LatencyHistogram()  # one pipeline round trip to Redis
         self.store_errors: dict[str, int] = {}  # unavailable | error | down (not even tried)
@@ -89,12 +91,13 @@ class RequestStats:
         klass = STATUS_CLASSES[status // 100 - 1] if 100 <= status < 600 else "5xx"
         self.by_status[klass] = self.by_status.get(klass, 0) + 1
         prefix, service = route.prefix, route.service
-        key = (prefix, method if method in METHODS else "OTHER", klass)
+        key = (prefix, service, method if method in METHODS else "OTHER", klass, _code(status))
         self.requests[key] = self.requests.get(key, 0) + 1
         hist = self.latency.get(prefix)
         if hist is None:
             hist = self.latency[prefix] = LatencyHistogram()
             self.own_latency[prefix] = LatencyHistogram()
+            self.route_services[prefix] = service
         hist.observe(duration)
         svc = self.services.get(service)
         if svc is None:
@@ -130,7 +133,7 @@ class RequestStats:
                 if rejected:
                     self.rate_limited += 1
                 tier = ctx.consumer.tier if ctx.consumer is not None else "anonymous"
-                rkey = (tier, "rejected" if rejected else "admitted")
+                rkey = (tier, prefix, "rejected" if rejected else "admitted")
                 self.rate_limit[rkey] = self.rate_limit.get(rkey, 0) + 1
         self.own_latency[prefix].observe(own)
 
@@ -193,6 +196,7 @@ class RequestStats:
                 for name, s in self.services.items()
             },
             "requests": [[*k, n] for k, n in self.requests.items()],
+            "route_services": dict(self.route_services),
             "latency": {k: h.as_dict() for k, h in self.latency.items()},
             "own_latency": {k: h.as_dict() for k, h in self.own_latency.items()},
             "upstream_latency": {k: h.as_dict() for k, h in self.upstream_latency.items()},
@@ -216,8 +220,10 @@ class RequestStats:
                 int(s.get("requests", 0)), int(s.get("errors", 0)), float(s.get("latency_total", 0)),
                 float(s.get("latency_max", 0)),
                 {str(k): int(v) for k, v in (s.get("upstream_failures") or {}).items()})
-        stats.requests = _table(data.get("requests"), 3)  # type: ignore[assignment]
-        stats.rate_limit = _table(data.get("rate_limit"), 2)  # type: ignore[assignment]
+        # Rows of another width (a replica of an older version) are skipped.
+        stats.requests = _table(data.get("requests"), 5)  # type: ignore[assignment]
+        stats.route_services = {str(k): str(v) for k, v in (data.get("route_services") or {}).items()}
+        stats.rate_limit = _table(data.get("rate_limit"), 3)  # type: ignore[assignment]
         stats.cache = _table(data.get("cache"), 2)  # type: ignore[assignment]
         for name in ("latency", "own_latency", "upstream_latency"):
             setattr(stats, name, {k: LatencyHistogram.from_dict(v)
@@ -237,6 +243,8 @@ class RequestStats:
         for name, s in other.services.items():
             self.services.setdefault(name, ServiceStats()).add(s)
         _add(self.requests, other.requests)
+        for route, service in other.route_services.items():
+            self.route_services.setdefault(route, service)
         _add(self.rate_limit, other.rate_limit)
         _add(self.cache, other.cache)
         _add(self.store_errors, other.store_errors)
@@ -246,6 +254,14 @@ class RequestStats:
             for key, hist in getattr(other, name).items():
                 mine.setdefault(key, LatencyHistogram()).add(hist)
         self.store_latency.add(other.store_latency)
+
+
+_CODES = {code: str(code) for code in range(100, 600)}
+
+
+def _code(status: int) -> str:
+    """The exact status as a label value (one string per status, made once)."""
+    return _CODES.get(status) or "other"
 
 
 def _add(into: dict[Any, int], other: dict[Any, int]) -> None:

@@ -90,6 +90,7 @@ def _latency(hist: LatencyHistogram, with_counts: bool = True) -> dict[str, Any]
 
 def _decisions(stats: RequestStats) -> dict[str, dict[str, int]]:
     out: dict[str, dict[str, int]] = {}
-    for (tier, decision), n in sorted(stats.rate_limit.items()):
-        out.setdefault(tier, {"admitted": 0, "rejected": 0})[decision] = n
+    for (tier, _route, decision), n in sorted(stats.rate_limit.items()):
+        counts = out.setdefault(tier, {"admitted": 0, "rejected": 0})
+        counts[decision] = counts.get(decision, 0) + n
     return out

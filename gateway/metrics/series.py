@@ -18,11 +18,11 @@ from gateway.stats import RequestStats
 Labels = tuple[tuple[str, str], ...]
 
 HELP = {
-    "gateway_requests": "Requests answered by the gateway, by route, method and status class.",
+    "gateway_requests": "Requests answered by the gateway, by route, service, method, status class and exact status code.",
     "gateway_request_duration_seconds": "Whole request time at the gateway, first byte in to last byte out.",
     "gateway_processing_duration_seconds": "The gateway's own share of a request: whole time minus the upstream exchange.",
     "gateway_upstream_duration_seconds": "Time of the upstream exchange, by service.",
-    "gateway_rate_limit_decisions": "Rate-limit decisions, by consumer tier and decision (admitted or rejected).",
+    "gateway_rate_limit_decisions": "Rate-limit decisions, by consumer tier, route and decision (admitted or rejected).",
     "gateway_cache_requests": "Cache outcome of answered requests, by route and result (hit, miss, stale, bypass, revalidated).",
     "gateway_cache_coalesced_waits": "Requests that waited for another request filling the same cache entry.",
     "gateway_upstream_errors": "Failed upstream exchanges, by service and kind (connect, reset, timeout).",
@@ -50,8 +50,9 @@ class Sample(NamedTuple):
 
 def samples(stats: RequestStats) -> Iterator[Sample]:
     """Every counter and histogram sample of `stats`."""
-    yield from _counter("gateway_requests", ("route", "method", "status_class"), stats.requests)
-    yield from _counter("gateway_rate_limit_decisions", ("tier", "decision"), stats.rate_limit)
+    yield from _counter("gateway_requests", ("route", "service", "method", "status_class", "code"),
+                        stats.requests)
+    yield from _counter("gateway_rate_limit_decisions", ("tier", "route", "decision"), stats.rate_limit)
     yield from _counter("gateway_cache_requests", ("route", "result"), stats.cache)
     errors = {(service, kind): n for service, s in stats.services.items()
               for kind, n in s.upstream_failures.items()}
@@ -61,8 +62,11 @@ def samples(stats: RequestStats) -> Iterator[Sample]:
         if counter in stats.policy_counters:
             yield Sample("counter", metric, metric + "_total", (), HELP[metric],
                          stats.policy_counters[counter])
-    yield from _histograms("gateway_request_duration_seconds", "route", stats.latency)
-    yield from _histograms("gateway_processing_duration_seconds", "route", stats.own_latency)
+    services = stats.route_services
+    for metric, table in (("gateway_request_duration_seconds", stats.latency),
+                          ("gateway_processing_duration_seconds", stats.own_latency)):
+        for route, hist in table.items():
+            yield from _histogram(metric, (("route", route), ("service", services.get(route, ""))), hist)
     yield from _histograms("gateway_upstream_duration_seconds", "service", stats.upstream_latency)
     if stats.store_latency.count:
         yield from _histogram("gateway_store_duration_seconds", (), stats.store_latency)

@@ -33,15 +33,17 @@ def stats_with(total: int) -> RequestStats:
 def test_snapshots_survive_the_round_trip() -> None:
     stats = RequestStats()
     stats.total, stats.rate_limited = 7, 2
-    stats.requests[("/api/users", "GET", "2xx")] = 5
-    stats.rate_limit[("premium", "rejected")] = 2
+    stats.requests[("/api/users", "users", "GET", "2xx", "200")] = 5
+    stats.route_services["/api/users"] = "users"
+    stats.rate_limit[("premium", "/api/users", "rejected")] = 2
     stats.latency["/api/users"] = stats.store_latency.__class__()
     stats.latency["/api/users"].observe(0.004)
     stats.store_errors["down"] = 3
     again = RequestStats.from_export(json.loads(json.dumps(stats.export())))
     assert again.export() == stats.export()
     again.merge(stats)
-    assert again.total == 14 and again.requests[("/api/users", "GET", "2xx")] == 10
+    assert again.total == 14 and again.requests[("/api/users", "users", "GET", "2xx", "200")] == 10
+    assert again.route_services == {"/api/users": "users"}
     assert again.latency["/api/users"].count == 2
 
 
