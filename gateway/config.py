@@ -33,6 +33,7 @@ from gateway.cache.settings import CacheSettings as CacheSettings
 from gateway.cache.settings import RouteCache as RouteCache
 from gateway.identity.settings import AuthSettings as AuthSettings
 from gateway.identity.settings import ConsumerSettings as ConsumerSettings
+from gateway.identity.settings import RouteAuth
 from gateway.ratelimit.settings import Algorithm as Algorithm
 from gateway.ratelimit.settings import RateLimitSettings as RateLimitSettings
 from gateway.ratelimit.settings import RateWindow as RateWindow
@@ -122,6 +123,7 @@ class RouteSettings(Section):
     cache: RouteCache = RouteCache()
     rate_limit: RouteRateLimit | None = None
     timeout: float | None = Field(None, gt=0)
+    auth: RouteAuth | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -317,6 +319,14 @@ class GatewayConfig(Section):
                     f"routes.{prefix}.service: unknown service {route.service!r} "
                     f"(known: {', '.join(sorted(self.services)) or 'none'})"
                 )
+        for prefix, route in self.routes.items():
+            if route.auth is None:
+                continue
+            if self.auth.mode == "headers":
+                raise ValueError(f"routes.{prefix}.auth: credentials are not checked in auth.mode "
+                                 "'headers' (the proxy in front authenticates)")
+            if "jwt" in route.auth.require and self.auth.jwt is None:
+                raise ValueError(f"routes.{prefix}.auth.require: 'jwt' needs auth.jwt configured")
         for consumer in self.auth.consumers:
             if consumer.tier not in self.rate_limits:
                 raise ValueError(f"auth.consumers.{consumer.id}.tier: unknown tier {consumer.tier!r}")

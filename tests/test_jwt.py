@@ -192,3 +192,35 @@ def test_config_errors_name_the_field(tmp_path: Path) -> None:
         parse_config({**base, "auth": {"jwt": {"jwks_file": str(bad)}}})
     with pytest.raises(ConfigError, match="algorithms"):
         parse_config({**base, "auth": {"jwt": {"jwks_file": str(bad), "algorithms": ["none"]}}})
+
+
+async def test_a_route_can_require_a_jwt_or_an_api_key(jwks_file: str) -> None:
+    async with running_service("users") as users:
+        config = jwt_config(users, jwks_file=jwks_file)
+        config["routes"] = {"/api/users": {"service": "users", "auth": {"require": ["jwt"]}},
+                            "/api/keys": {"service": "users", "strip_prefix": True,
+                                          "auth": {"require": ["api_key"]}},
+                            "/api/open": {"service": "users", "strip_prefix": True}}
+        async with running_gateway(config) as app, httpx.AsyncClient(base_url=app.url) as client:
+            async def status(path: str, **headers: str) -> int:
+                return (await client.get(path, headers=headers)).status_code
+
+            bearer = {"authorization": f"Bearer {token()}"}
+            key = {"x-api-key": API_KEY}
+            assert await status("/api/users/_mock/echo", **bearer) == 200
+            refused = await client.get("/api/users/_mock/echo", headers=key)
+            assert refused.status_code == 401 and "bearer JWT" in refused.json()["detail"]
+            assert refused.headers["www-authenticate"].startswith("Bearer")
+            assert await status("/api/users/_mock/echo") == 401  # anonymous
+            assert await status("/api/keys/_mock/echo", **key) == 200
+            assert await status("/api/keys/_mock/echo", **bearer) == 401
+            assert await status("/api/open/_mock/echo") == 200  # the route without a rule
+
+
+def test_a_route_requiring_jwt_needs_auth_jwt() -> None:
+    base = {"services": {"users": {"url": "http://127.0.0.1:9"}}}
+    with pytest.raises(ConfigError, match=r"routes\./api/users\.auth"):
+        parse_config({**base, "routes": {"/api/users": {"service": "users", "auth": {"require": ["jwt"]}}}})
+    with pytest.raises(ConfigError, match="auth.mode"):
+        parse_config({**base, "auth": {"mode": "headers"},
+                      "routes": {"/api/users": {"service": "users", "auth": {"require": ["api_key"]}}}})

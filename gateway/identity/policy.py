@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from gateway.config import GatewayConfig
 from gateway.context import Consumer, RequestContext, Response
@@ -127,7 +127,9 @@ class IdentityPolicy(Policy):
         hide_credentials: bool = True,
         admin_digests: Iterable[str] = (),
         jwt: JwtSettings | None = None,
+        required: Mapping[str, frozenset[str]] | None = None,
     ) -> None:
+        self._required = dict(required or {})  # route prefix -> the credentials it accepts
         self._admin_digests = frozenset(admin_digests)
         self.jwt = JwtVerifier(jwt, frozenset(tiers), DEFAULT_TIER) if jwt is not None else None
         self.mode = mode
@@ -149,6 +151,8 @@ class IdentityPolicy(Policy):
             hide_credentials=config.auth.hide_credentials,
             admin_digests=config.auth.admin_keys_sha256,
             jwt=config.auth.jwt,
+            required={prefix: frozenset(route.auth.require)
+                      for prefix, route in config.routes.items() if route.auth is not None},
         )
 
     async def start(self) -> None:
@@ -199,6 +203,7 @@ class IdentityPolicy(Policy):
                 continue
             kept.append((name, value))
         key = api_key if api_key is not None else bearer
+        credential = None
         if key is None:
             consumer = anonymous(ctx.client_ip)
         elif key is bearer and self.jwt is not None and JWT_SHAPE.fullmatch(key):
@@ -207,7 +212,9 @@ class IdentityPolicy(Policy):
             except TokenRejected as exc:
                 return problem(401, f"The bearer token is not valid: {exc}.", request_id=ctx.request_id,
                                kind="invalid-token", headers=[_token_challenge(str(exc))])
+            credential = "jwt"
         else:
+            credential = "api_key"
             found = self._by_digest.get(key_digest(key)) if key else None
             if found is None and ctx.method == "PURGE" and self._is_admin(key):
                 ctx.consumer = ADMIN  # the cache lets it purge (admin_required)
@@ -221,6 +228,12 @@ class IdentityPolicy(Policy):
                     headers=[_CHALLENGE],
                 )
             consumer = found
+        required = self._required.get(ctx.route.prefix) if self._required else None
+        if required is not None and credential not in required:
+            wanted = " or ".join("a bearer JWT" if c == "jwt" else "an API key" for c in sorted(required))
+            return problem(401, f"This route needs {wanted}.", request_id=ctx.request_id,
+                           kind="credentials-required",
+                           headers=[(b"www-authenticate", b'Bearer realm="gateway"')])
         if consumer.authenticated:
             kept.append((_X_USER_ID, consumer.id.encode()))
         kept.append((_X_USER_TIER, consumer.tier.encode()))

@@ -74,6 +74,17 @@ class JwtSettings(Section):
         return self
 
 
+Credential = Literal["api_key", "jwt"]
+
+
+class RouteAuth(Section):
+    """A route's own rule for who may call it (`routes.PREFIX.auth`), as Kong's per-route
+    key-auth / jwt plugins: `require` lists the credentials accepted there; anonymous callers
+    (and any other credential) get a 401. Without it a route takes what `auth` takes."""
+
+    require: list[Credential] = Field(min_length=1)
+
+
 class AuthSettings(Section):
     mode: Literal["api_keys", "headers"] = "api_keys"
     jwt: JwtSettings | None = Field(None, description="accept bearer JWTs beside API keys")
