@@ -200,7 +200,7 @@ def main() -> int:
         log = open(tmp / "gateway.log", "wb")  # noqa: SIM115 - lives as long as the process
         gateway = subprocess.Popen(
             pinned(1, [sys.executable, "-m", "gateway.cli", "run", "--config", str(config_path),
-                       "--host", "127.0.0.1", "--port", str(gw_port), "--workers", "1"]),
+                       "--host", "127.0.0.1", "--port", str(gw_port), "--workers", "1", "--admin", "off"]),
             cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
         procs.append(gateway)
         base = f"http://127.0.0.1:{gw_port}"

@@ -649,7 +649,7 @@ class Bench:
             env = self.python_env(s)
             gproc = self.procs.start(f"gateway-{s.name}", [gateway, "run", "--config", str(cfg), "--host", "127.0.0.1",
                                                            "--port", str(port), "--workers", str(s.workers),
-                                                           "--grace", "2"],
+                                                           "--grace", "2", "--admin", "off"],
                                      self.tmp / f"gateway-{s.name}.log", self.core_of(s), env=env)
             started.append((s, port, gproc))
         for s, port, gproc in started:

@@ -27,27 +27,26 @@ trap cleanup EXIT
 "$python" -m pip wheel --no-deps -q -w "$work/dist" "$repo"
 "$python" -m venv "$work/venv"
 "$work/venv/bin/pip" install -q "$work"/dist/pygateway-*.whl
-# Free ports, not 8000-8003 (the machine may use them).
-# Free ports (the gateway's, then three in a row for the mocks), not 8000-8003, which the
-# machine may use.
-read -r port services < <("$python" - <<'PY'
+# Free ports (three in a row for the mocks, then the gateway's and its admin listener's), not
+# 8000-8003 or 9000, which the machine may use.
+read -r port services admin < <("$python" - <<'PY'
 import socket
 while True:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         base = probe.getsockname()[1]
     try:
-        held = [socket.create_server(("127.0.0.1", base + i)) for i in range(4)]
+        held = [socket.create_server(("127.0.0.1", base + i)) for i in range(5)]
     except OSError:
         continue
     for s in held:
         s.close()
-    print(base + 3, base)
+    print(base + 3, base, base + 4)
     break
 PY
 )
 cd "$work"  # not the checkout: nothing may be imported from it
-"$work/venv/bin/gateway" dev --port "$port" --services-port "$services" >"$work/dev.log" 2>&1 &
+"$work/venv/bin/gateway" dev --port "$port" --services-port "$services" --admin "127.0.0.1:$admin" >"$work/dev.log" 2>&1 &
 pid=$!
 for _ in $(seq 1 100); do
   if "$python" -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:$port/ready', timeout=1)" 2>/dev/null; then

@@ -23,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     dev.add_argument("--config", help="config file (default: the built-in dev config with demo keys)")
     dev.add_argument("--port", type=int, default=8000)
     dev.add_argument("--host", default="127.0.0.1")
+    dev.add_argument("--admin", metavar="HOST:PORT", help="the admin listener (default 127.0.0.1:9000; `off` for none)")
     dev.add_argument("--services-port", type=int, default=8001,
                      help="first mock service port: users, products, orders take it and the next two")
 
@@ -31,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--host", default="0.0.0.0")
     run.add_argument("--port", type=int, default=8000)
     run.add_argument("--workers", type=int, default=1)
+    run.add_argument("--admin", metavar="HOST:PORT", help="the admin listener (default: admin.listen, "
+                     "127.0.0.1:9000; `off` for none)")
     run.add_argument("--grace", type=float, default=30.0,
                      help="seconds to drain in-flight requests on SIGTERM (default 30)")
 
@@ -89,9 +92,29 @@ def _serve(config_file: str, host: str, port: int, workers: int = 1, grace: floa
     return run(os.environ["GATEWAY_CONFIG"], host, port, workers, grace)
 
 
+def _admin_override(args: argparse.Namespace) -> None:
+    if getattr(args, "admin", None):
+        os.environ["GATEWAY_ADMIN__LISTEN"] = '""' if args.admin == "off" else args.admin  # workers too
+
+
+def _admin_busy(config: GatewayConfig) -> str | None:
+    if not config.admin.listen:
+        return None
+    from gateway.config import host_port
+
+    host, port = host_port(config.admin.listen)
+    return None if port == 0 or port_free(host, port) else config.admin.listen
+
+
 def _run(args: argparse.Namespace) -> int:
+    _admin_override(args)
     config = _load(args.config)
     if config is None:
+        return 1
+    busy = _admin_busy(config)
+    if busy:
+        print(f"gateway: admin.listen: {busy} is in use (another gateway? --admin HOST:PORT or "
+              "--admin off)", file=sys.stderr)
         return 1
     if args.workers < 1:
         print("gateway: --workers must be at least 1", file=sys.stderr)
@@ -117,6 +140,7 @@ def port_free(host: str, port: int) -> bool:
 
 
 def _dev(args: argparse.Namespace) -> int:
+    _admin_override(args)
     config_file = args.config or str(DEV_CONFIG)
     config = _load(config_file)
     if config is None:
@@ -129,9 +153,12 @@ def _dev(args: argparse.Namespace) -> int:
     busy = [f"{host}:{port} ({what})" for what, host, port in
             [("gateway", args.host, args.port), *(("mock " + n, "127.0.0.1", p) for n, p in ports.items())]
             if not port_free(host, port)]
+    admin = _admin_busy(config)
+    if admin:
+        busy.append(f"{admin} (admin listener)")
     if busy:
         print(f"gateway dev: port in use: {', '.join(busy)}; choose others with --port / "
-              "--services-port", file=sys.stderr)
+              "--services-port / --admin", file=sys.stderr)
         return 1
     if not args.config:
         for name, port in ports.items():  # keep the built-in config pointing at them
@@ -147,8 +174,9 @@ def _dev(args: argparse.Namespace) -> int:
                       "(is the port in use?)", file=sys.stderr)
                 return 1
         first, last = min(ports.values()), max(ports.values())
-        print(f"gateway dev: mock services on :{first}-:{last}, gateway on http://{args.host}:{args.port} "
-              "(embedded store; Ctrl-C stops everything)", file=sys.stderr)
+        admin_note = f", admin (dashboard, docs) on http://{config.admin.listen}" if config.admin.listen else ""
+        print(f"gateway dev: mock services on :{first}-:{last}, gateway on http://{args.host}:{args.port}"
+              f"{admin_note} (embedded store; Ctrl-C stops everything)", file=sys.stderr)
         return _serve(config_file, args.host, args.port, text_logs=True)
     finally:
         for child in children:

@@ -208,6 +208,42 @@ class ProxySettings(Section):
         return value
 
 
+def host_port(value: str) -> tuple[str, int]:
+    """`127.0.0.1:9000`, `[::1]:9000`, `0.0.0.0:9000` -> (host, port); raises ValueError."""
+    host, sep, port = value.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{value!r} is not host:port")
+    return host, int(port)
+
+
+class AdminSettings(Section):
+    """The admin listener: the admin API, the dashboard, the docs and the full metrics on a port
+    of their own (as Kong's, APISIX's and Envoy's), off the public one."""
+
+    listen: str | None = Field(
+        "127.0.0.1:9000",
+        description="host:port of the admin listener (null: none, everything on the public port)")
+
+    @field_validator("listen", mode="before")
+    @classmethod
+    def _listen(cls, value: Any) -> str | None:
+        if value in (None, "", "off", False):  # YAML reads an unquoted `off` as false
+            return None
+        if not isinstance(value, str):
+            raise ValueError("must be host:port, or null / off for none")
+        host_port(value)
+        return value
+
+
+class ControlSettings(Section):
+    """What the public port serves of the control plane while an admin listener runs: always
+    `/`, `/health`, `/ready` and `/metrics` (per-consumer figures only with an admin key)."""
+
+    public: list[Literal["docs", "dashboard"]] = Field(
+        default_factory=list, description="also serve these on the public port")
+
+
 class LoggingSettings(Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["json", "text"] = "json"
@@ -277,6 +313,8 @@ class GatewayConfig(Section):
     proxy: ProxySettings = ProxySettings()
     logging: LoggingSettings = LoggingSettings()
     tracing: TracingSettings = TracingSettings()
+    admin: AdminSettings = AdminSettings()
+    control: ControlSettings = ControlSettings()
     plugins: list[PluginSettings] = Field(default_factory=list)
 
     @model_validator(mode="before")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import FastAPI, Request
@@ -13,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from gateway import __version__
 from gateway.control_problem import PROBLEM, problem_response
 from gateway.dashboard import mount_dashboard
+from gateway.identity import ADMIN, admin_from_headers
 from gateway.metrics.document import metrics_document
 from gateway.metrics.exposition import render, wants_prometheus
 
@@ -23,6 +25,49 @@ FORMATS = ("json", "prometheus", "text", "openmetrics")
 
 
 DOCS_ASSETS = "/docs/assets"
+# What the public port serves of the control plane while an admin listener runs.
+ALWAYS_PUBLIC = frozenset({"/", "/health", "/ready", "/metrics"})
+_SHOWN = {"docs": ({"/docs", "/openapi.json"}, "/docs/"),
+          "dashboard": ({"/dashboard", "/dashboard/"}, "/dashboard/")}
+
+
+class PublicSide:
+    """The control plane as the public port serves it while the admin listener runs (ASGI):
+    `/`, `/health`, `/ready`, `/metrics` (marked public: per-consumer figures only with an admin
+    key), and `/docs` / `/dashboard` when `control.public` lists them; anything else (the admin
+    API above all) is a 404 problem pointing at the admin listener."""
+
+    def __init__(self, app: Any, shown: Iterable[str]) -> None:
+        self.app = app
+        paths, prefixes = set(ALWAYS_PUBLIC), []
+        for name in shown:
+            extra, prefix = _SHOWN[name]
+            paths |= extra
+            prefixes.append(prefix)
+        self.paths = frozenset(paths)
+        self.prefixes = tuple(prefixes)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            path = scope["path"]
+            if path not in self.paths and not (self.prefixes and path.startswith(self.prefixes)):
+                response = problem_response(
+                    404, f"{path} is not served on this port (the admin listener serves the "
+                    "admin API, the dashboard and the docs)", Request(scope), kind="admin-only")
+                await response(scope, receive, send)
+                return
+            scope = {**scope, "gateway_public": True}
+        await self.app(scope, receive, send)
+
+
+def without_consumers(document: dict[str, Any]) -> dict[str, Any]:
+    """The metrics document without per-consumer figures (ids and usage), for the public port."""
+    limits = document.get("rate_limits")
+    if isinstance(limits, dict) and "consumers" in limits:
+        limits = {k: v for k, v in limits.items() if k != "consumers"}
+        limits["consumers_hidden"] = "per-consumer figures: the admin listener, or an admin key"
+        document = {**document, "rate_limits": limits}
+    return document
 
 
 def mount_swagger_ui(app: FastAPI) -> None:
@@ -156,7 +201,10 @@ def create_control_app(gateway: Gateway) -> FastAPI:
         if flavour is not None:
             body, content_type = await render(gw, flavour)
             return Response(body, media_type=content_type)
-        return Response(json.dumps(await metrics_document(gw, scope)), media_type="application/json")
+        document = await metrics_document(gw, scope)
+        if request.scope.get("gateway_public") and admin_from_headers(gw.config, request.headers.raw) is not ADMIN:
+            document = without_consumers(document)
+        return Response(json.dumps(document), media_type="application/json")
 
     mount_dashboard(app)
 

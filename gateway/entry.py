@@ -14,7 +14,7 @@ from collections.abc import Awaitable
 from urllib.parse import unquote
 
 from gateway.config import GatewayConfig, load_config
-from gateway.control import create_control_app
+from gateway.control import PublicSide, create_control_app
 from gateway.engine.asgi import AsgiBridge
 from gateway.engine.server import Request
 from gateway.runtime import Gateway
@@ -27,9 +27,15 @@ class GatewayApp:
 
     def __init__(self, config: GatewayConfig, *, replica_id: str | None = None) -> None:
         self.gateway = Gateway(config, replica_id=replica_id)
-        self.control = AsgiBridge(create_control_app(self.gateway))
+        control = create_control_app(self.gateway)
+        self.control = AsgiBridge(control)
+        # While an admin listener runs, the public port serves only part of the control plane.
+        self.public_control = AsgiBridge(PublicSide(control, config.control.public))
+        self.public_control.state = self.control.state  # one lifespan, one state
+        self.admin_listening = False  # set by whoever runs the admin listener (serve.py)
         self._match = self.gateway.routes.match
         self.url = ""  # set by whoever serves it (tests, the CLI), for messages
+        self.admin_url = ""
 
     def __call__(self, request: Request) -> Awaitable[None]:
         # Not a coroutine itself: the engine's task runs the hot path's (or the bridge's)
@@ -42,6 +48,13 @@ class GatewayApp:
             return hotpath(route, request, path)
         # The control plane (FastAPI, anyio) gets a task of its own, as under any ASGI server:
         # its context variables and cancel scopes never outlive the request.
+        bridge = self.public_control if self.admin_listening else self.control
+        return asyncio.get_running_loop().create_task(bridge(request, path))
+
+    def admin(self, request: Request) -> Awaitable[None]:
+        """The admin listener's handler: the whole control plane, never the proxied routes."""
+        raw = request.path
+        path = unquote(raw.decode("latin-1")) if b"%" in raw else raw.decode("latin-1")
         return asyncio.get_running_loop().create_task(self.control(request, path))
 
     async def start(self) -> None:

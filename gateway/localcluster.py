@@ -158,9 +158,11 @@ class LocalCluster:
         config_file = str(Path(args.config or DEV_CONFIG).resolve())
         for i in range(args.replicas):
             port = args.gateway_port + i if args.gateway_port else free_port()
+            # Each replica's admin listener on a port of its own (they share the host).
             self._spawn(f"gateway {i + 1}", f"http://127.0.0.1:{port}", [
                 sys.executable, "-m", "gateway.cli", "run", "--config", config_file,
                 "--host", "127.0.0.1", "--port", str(port), "--grace", str(args.grace),
+                "--admin", f"127.0.0.1:{free_port()}",
             ], env=env)
         for child in self.gateways():
             self._wait_http(child, "/ready", timeout=30)

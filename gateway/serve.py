@@ -23,7 +23,7 @@ import sys
 import time
 from typing import Any
 
-from gateway.config import ConfigError, ProxySettings, load_config
+from gateway.config import ConfigError, ProxySettings, host_port, load_config
 from gateway.engine.server import Limits, Server
 
 log = logging.getLogger("gateway")
@@ -92,12 +92,24 @@ async def serve_process(config_file: str | None, host: str, port: int, grace: fl
     except OSError as exc:
         log.error("cannot listen on %s:%d: %s", host, port, exc.strerror or exc)
         return 1
+    admin_sock = None
+    if config.admin.listen:
+        admin_host, admin_port = host_port(config.admin.listen)
+        try:
+            admin_sock = bind_socket(admin_host, admin_port, reuse_port=reuse_port)
+        except OSError as exc:
+            log.error("admin.listen: cannot listen on %s: %s", config.admin.listen, exc.strerror or exc)
+            sock.close()
+            return 1
     server = Server(app, limits_from(config.proxy))
+    admin_server = Server(app.admin, limits_from(config.proxy)) if admin_sock is not None else None
     try:
         await app.start()
     except Exception:
         log.exception("start-up failed")
         sock.close()
+        if admin_sock is not None:
+            admin_sock.close()
         with contextlib.suppress(Exception):
             await app.close()
         return 1
@@ -106,16 +118,28 @@ async def serve_process(config_file: str | None, host: str, port: int, grace: fl
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     tune_gc()
+    if admin_server is not None and admin_sock is not None:
+        await admin_server.listen(sock=admin_sock)
+        app.admin_listening = True
+        bound = admin_sock.getsockname()
+        app.admin_url = f"http://{_url_host(str(bound[0]))}:{bound[1]}"
+        log.info("admin listener on %s (the admin API, dashboard, docs and full metrics)", app.admin_url)
     await server.listen(sock=sock)
     app.url = f"http://{host}:{sock.getsockname()[1]}"
     log.info("listening on %s (pid %d)", app.url, os.getpid())
     await stop.wait()
     log.info("draining: in-flight requests have %gs", grace)
     app.gateway.draining = True
+    if admin_server is not None:
+        await admin_server.shutdown(min(grace, 5.0))
     await server.shutdown(grace)
     await app.close()
     log.info("stopped")
     return 0
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 def run(config_file: str | None, host: str, port: int, workers: int = 1, grace: float = 30.0) -> int:

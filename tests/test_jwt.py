@@ -99,9 +99,12 @@ async def test_a_valid_token_names_the_consumer_and_its_tier(gw: httpx.AsyncClie
     assert "q=1000" in response.headers["ratelimit-policy"]
 
 
+AGO, AHEAD = "ago", "ahead"  # times relative to the request, resolved when it is sent
+
+
 @pytest.mark.parametrize(("claims", "why"), [
-    ({"exp": int(time.time()) - 60}, "expired"),
-    ({"nbf": int(time.time()) + 120}, "not valid yet"),
+    ({"exp": (AGO, 60)}, "expired"),
+    ({"nbf": (AHEAD, 120)}, "not valid yet"),
     ({"aud": "someone-else"}, "another audience"),
     ({"iss": "https://evil.test/"}, "another issuer"),
     ({"sub": None}, "'sub' claim"),
@@ -109,7 +112,10 @@ async def test_a_valid_token_names_the_consumer_and_its_tier(gw: httpx.AsyncClie
 ])
 async def test_a_bad_token_is_a_401_with_a_bearer_challenge(gw: httpx.AsyncClient, claims: dict[str, Any],
                                                             why: str) -> None:
-    response = await echo(gw, token(**claims))
+    now = int(time.time())
+    resolved = {k: (now - v[1] if v[0] == AGO else now + v[1]) if isinstance(v, tuple) else v
+                for k, v in claims.items()}
+    response = await echo(gw, token(**resolved))
     assert response.status_code == 401
     assert response.headers["content-type"] == "application/problem+json"
     challenge = response.headers["www-authenticate"]

@@ -121,16 +121,16 @@ def test_a_purge_through_one_replica_purges_on_all(cluster) -> None:  # type: ig
     for url in urls:
         get(gateways[0].url + url)
         assert get(gateways[1].url + url).headers["x-cache"] == "HIT"
-    refused = post(gateways[0].url + "/admin/cache/purge", json={"url": urls[0]})
+    refused = post(gateways[0].admin_url + "/admin/cache/purge", json={"url": urls[0]})
     if refused.status_code == 404:
         pytest.skip("the control plane does not mount gateway.cache.admin.router yet")
     assert refused.status_code == 401
-    purged = post(gateways[0].url + "/admin/cache/purge", json={"url": urls[0]},
+    purged = post(gateways[0].admin_url + "/admin/cache/purge", json={"url": urls[0]},
                         headers={"x-api-key": ADMIN_KEY})
     assert purged.status_code == 200 and purged.json()["purged"] >= 1
     assert get(gateways[1].url + urls[0]).headers["x-cache"] == "MISS"
     assert get(gateways[2].url + urls[1]).headers["x-cache"] == "HIT"
-    purged = post(gateways[2].url + "/admin/cache/purge", json={"prefix": "/api/products/_mock"},
+    purged = post(gateways[2].admin_url + "/admin/cache/purge", json={"prefix": "/api/products/_mock"},
                         headers={"authorization": f"Bearer {ADMIN_KEY}"})
     assert purged.status_code == 200
     for i in range(3):

@@ -139,12 +139,12 @@ def test_sigterm_past_the_grace_answers_503_and_logs_it_never_500(users: MockSer
 
 
 def test_gateway_dev_runs_everything_and_ctrl_c_stops_all() -> None:
-    port, services_port = free_port(), free_port()
+    port, services_port, admin_port = free_port(), free_port(), free_port()
     while any(not _port_free(services_port + i) for i in range(3)):
         services_port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway.cli", "dev", "--port", str(port),
-         "--services-port", str(services_port)],
+         "--services-port", str(services_port), "--admin", f"127.0.0.1:{admin_port}"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         env={k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")},
     )
@@ -180,7 +180,8 @@ def test_gateway_dev_with_a_port_in_use_says_so_and_starts_nothing() -> None:
         while any(not _port_free(services_port + i) for i in range(3)):
             services_port = free_port()
         done = subprocess.run(
-            [sys.executable, "-m", "gateway.cli", "dev", "--port", str(busy), "--services-port", str(services_port)],
+            [sys.executable, "-m", "gateway.cli", "dev", "--port", str(busy), "--services-port", str(services_port),
+             "--admin", f"127.0.0.1:{free_port()}"],
             cwd=ROOT, capture_output=True, text=True, timeout=60,
             env={k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")})
     assert done.returncode == 1

@@ -123,7 +123,7 @@ def count(image: png.Image, rect: tuple[int, int, int, int], colour: tuple[int, 
 def test_charts_draw_live_data_in_headless_chromium(live_gateway: GatewayProcess, tmp_path: Path) -> None:
     if chromium() is None:
         pytest.skip("chromium is not installed (apt-get install chromium)")
-    url = live_gateway.url + "/dashboard"
+    url = live_gateway.admin_url + "/dashboard"
 
     dom = browse(url, "--dump-dom")
     assert dom.returncode == 0, dom.stderr[-2000:]
@@ -178,7 +178,7 @@ def test_the_api_docs_render_offline_in_headless_chromium(live_gateway: GatewayP
     if chromium() is None:
         pytest.skip("chromium is not installed (apt-get install chromium)")
     # Every host but the gateway's is unreachable: a CDN could not load.
-    dom = browse(live_gateway.url + "/docs", "--dump-dom",
+    dom = browse(live_gateway.admin_url + "/docs", "--dump-dom",
                  "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1")
     assert dom.returncode == 0, dom.stderr[-2000:]
     assert 'class="swagger-ui' in dom.stdout, dom.stdout[:2000]

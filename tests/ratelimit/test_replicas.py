@@ -57,7 +57,7 @@ class Cluster:
         )
 
     def metrics(self, replica: int) -> dict[str, Any]:
-        return httpx.get(self.gateways[replica].url + "/metrics", timeout=10).json()["rate_limits"]
+        return httpx.get(self.gateways[replica].admin_url + "/metrics", timeout=10).json()["rate_limits"]
 
     def wait_for_live(self, count: int) -> None:
         for _ in range(100):

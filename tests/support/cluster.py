@@ -234,7 +234,7 @@ class Gateways:
         return [g for g in self.replicas if g.alive()]
 
     def metrics(self, index: int = 0) -> dict[str, Any]:
-        with urllib.request.urlopen(self.replicas[index].url + "/metrics", timeout=10) as resp:
+        with urllib.request.urlopen(self.replicas[index].admin_url + "/metrics", timeout=10) as resp:
             return dict(json.load(resp))
 
     def wired(self, policy: str) -> bool:

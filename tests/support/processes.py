@@ -188,6 +188,9 @@ class GatewayProcess(Process):
                  env: dict[str, str] | None = None, log_path: str | None = None) -> None:
         self.config = config
         self.port = port or free_port()
+        # Its admin listener on a port of its own (replicas share this host), unless the config
+        # says where (or none).
+        self.admin_port = free_port() if "admin" not in config else None
         self.workers = workers
         self.env = env or {}
         fd, self.config_path = tempfile.mkstemp(prefix="gw-config-", suffix=".yaml")
@@ -200,6 +203,14 @@ class GatewayProcess(Process):
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def admin_url(self) -> str:
+        """The admin listener: the admin API, the dashboard, the docs, the full metrics."""
+        if self.admin_port is None:
+            listen = (self.config.get("admin") or {}).get("listen")
+            return f"http://{listen}" if listen else self.url
+        return f"http://127.0.0.1:{self.admin_port}"
+
     def start(self) -> None:
         env = {**os.environ, **self.env}
         env.pop("GATEWAY_CONFIG", None)
@@ -207,7 +218,7 @@ class GatewayProcess(Process):
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gateway.cli", "run", "--config", self.config_path,
              "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(self.workers),
-             "--grace", "5"],
+             "--grace", "5", *(("--admin", f"127.0.0.1:{self.admin_port}") if self.admin_port else ())],
             cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
         )
         try:
