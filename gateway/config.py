@@ -240,8 +240,10 @@ class ControlSettings(Section):
     """What the public port serves of the control plane while an admin listener runs: always
     `/`, `/health`, `/ready` and `/metrics` (per-consumer figures only with an admin key)."""
 
+    # The seed promises /docs on the gateway's port: kept there by default.
     public: list[Literal["docs", "dashboard"]] = Field(
-        default_factory=list, description="also serve these on the public port")
+        default_factory=lambda: list[Literal["docs", "dashboard"]](["docs"]),
+        description="also serve these on the public port")
 
 
 class LoggingSettings(Section):

@@ -98,7 +98,9 @@ async def test_stale_if_error_wakes_waiters_with_the_stale_copy(replicas) -> Non
     config = cache_config()
     policy, store = replicas[0]
     await send(policy, store, make_ctx(config), Origin(Reply(headers=[(b"cache-control", b"max-age=1"), (b"age", b"5")])))
-    down = Origin(Reply(failure="connect", delay=0.2))
+    # The failing fetch lasts long enough that every other request looks up while it is under
+    # way, even on a loaded machine (one that looked up after it ended would fetch again).
+    down = Origin(Reply(failure="connect", delay=1.0))
     results = await asyncio.wait_for(asyncio.gather(*(
         send(replicas[i % 3][0], replicas[i % 3][1], make_ctx(config), down) for i in range(12)
     )), 10)

@@ -1,5 +1,6 @@
 """The admin listener: the admin API, the dashboard, the docs and the full metrics on a port of
-their own; the public port serves only what clients need. Real gateway processes."""
+their own; the public port serves only what clients need (and /docs, which the seed promises
+there). Real gateway processes."""
 
 from __future__ import annotations
 
@@ -45,8 +46,7 @@ def gw(users: MockService) -> Iterator[GatewayProcess]:
         yield process
 
 
-@pytest.mark.parametrize("path", ["/dashboard", "/docs", "/openapi.json", "/dashboard/static/dashboard.js",
-                                  "/docs/assets/swagger-ui.css"])
+@pytest.mark.parametrize("path", ["/dashboard", "/dashboard/static/dashboard.js"])
 def test_the_public_port_does_not_serve_the_admin_side(gw: GatewayProcess, path: str) -> None:
     response = httpx.get(gw.url + path, timeout=10)
     assert response.status_code == 404
@@ -64,7 +64,8 @@ def test_the_admin_api_is_only_on_the_admin_listener(gw: GatewayProcess) -> None
     assert httpx.post(gw.admin_url + "/admin/cache/purge", json=body, timeout=10).status_code == 401
 
 
-@pytest.mark.parametrize("path", ["/", "/health", "/ready"])
+@pytest.mark.parametrize("path", ["/", "/health", "/ready", "/docs", "/openapi.json",
+                                  "/docs/assets/swagger-ui.css"])  # /docs: the seed's promise
 def test_clients_keep_what_they_need_on_the_public_port(gw: GatewayProcess, path: str) -> None:
     assert httpx.get(gw.url + path, timeout=10).status_code == 200
 
@@ -92,10 +93,14 @@ def test_the_admin_listener_is_local_only_by_default() -> None:
     assert parsed.admin.listen == "127.0.0.1:9000"
 
 
-def test_control_public_puts_docs_and_dashboard_back_on_the_public_port(users: MockService) -> None:
+def test_control_public_says_what_the_public_port_shows(users: MockService) -> None:
     with GatewayProcess(config(users, control={"public": ["docs", "dashboard"]})) as process:
         for path in ("/docs", "/dashboard", "/openapi.json"):
             assert httpx.get(process.url + path, timeout=10).status_code == 200
+        assert httpx.post(process.url + "/admin/cache/purge", json={"url": "/x"}, timeout=10).status_code == 404
+    with GatewayProcess(config(users, control={"public": []})) as process:
+        for path in ("/docs", "/dashboard", "/openapi.json"):
+            assert httpx.get(process.url + path, timeout=10).status_code == 404
         assert httpx.post(process.url + "/admin/cache/purge", json={"url": "/x"}, timeout=10).status_code == 404
 
 
