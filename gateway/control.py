@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from gateway import __version__
 from gateway.control_problem import PROBLEM, problem_response
 from gateway.dashboard import mount_dashboard
-from gateway.identity import ADMIN, admin_from_headers
+from gateway.identity import admin_caller
 from gateway.metrics.document import metrics_document
 from gateway.metrics.exposition import render, wants_prometheus
 
@@ -202,7 +202,8 @@ def create_control_app(gateway: Gateway) -> FastAPI:
             body, content_type = await render(gw, flavour)
             return Response(body, media_type=content_type)
         document = await metrics_document(gw, scope)
-        if request.scope.get("gateway_public") and admin_from_headers(gw.config, request.headers.raw) is not ADMIN:
+        caller = admin_caller(gw, request.headers.raw) if request.scope.get("gateway_public") else None
+        if request.scope.get("gateway_public") and not (caller is not None and caller.admin):
             document = without_consumers(document)
         return Response(json.dumps(document), media_type="application/json")
 

@@ -230,3 +230,25 @@ def test_a_route_requiring_jwt_needs_auth_jwt() -> None:
     with pytest.raises(ConfigError, match="auth.mode"):
         parse_config({**base, "auth": {"mode": "headers"},
                       "routes": {"/api/users": {"service": "users", "auth": {"require": ["api_key"]}}}})
+
+
+async def test_a_jwt_with_the_admin_claim_may_use_the_admin_api(jwks_file: str) -> None:
+    async with running_service("users") as users:
+        config = jwt_config(users, jwks_file=jwks_file)
+        config["cache"] = {"enabled": True}
+        config["auth"]["jwt"]["claims"] |= {"admin": "roles", "admin_value": "gateway-admin"}
+        async with running_gateway(config) as app, httpx.AsyncClient(base_url=app.url) as client:
+            async def purge(bearer: str | None) -> int:
+                headers = {"authorization": f"Bearer {bearer}"} if bearer else {}
+                response = await client.post("/admin/cache/purge", json={"url": "/api/users/1"}, headers=headers)
+                return response.status_code
+
+            assert await purge(token(roles=["reader", "gateway-admin"])) == 200
+            assert await purge(token(roles=["reader"])) == 403  # verified, but not an admin
+            assert await purge(token(roles="gateway-admin", exp=int(time.time()) - 60)) == 401  # expired
+            assert await purge(None) == 401
+            on_the_path = await client.request("PURGE", "/api/users/1",
+                                               headers={"authorization": f"Bearer {token(roles=['gateway-admin'])}"})
+            assert on_the_path.status_code == 200
+            refused = await client.request("PURGE", "/api/users/1", headers={"authorization": f"Bearer {token()}"})
+            assert refused.status_code == 403

@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from gateway.control_problem import problem_response
-from gateway.identity import admin_from_headers, admin_required
+from gateway.identity import admin_caller, admin_required
 from gateway.store import StoreError
 
 router = APIRouter(prefix="/admin/cache", tags=["cache"])
@@ -49,7 +49,7 @@ async def purge(request: Request) -> Response:
     policy = gateway.policies.get("cache") if gateway is not None else None
     if policy is None:
         return problem_response(503, "the cache is not running", kind="cache-disabled")
-    refused = admin_required(admin_from_headers(gateway.config, list(request.scope.get("headers") or [])))
+    refused = admin_required(admin_caller(gateway, list(request.scope.get("headers") or [])))
     if refused is not None:
         return Response(refused.body, status_code=refused.status, media_type="application/problem+json",
                         headers={k.decode(): v.decode() for k, v in refused.headers if k != b"content-type"})

@@ -179,4 +179,9 @@ class JwtVerifier:
         tier = claims.get(names.tier) if names.tier else None
         if not isinstance(tier, str) or tier not in self.tiers:
             tier = self.default_tier
-        return Consumer(id=subject, tier=tier, authenticated=True, rate_key="j:" + subject)
+        admin = False
+        if names.admin:
+            granted = claims.get(names.admin)
+            admin = (granted is True or granted == names.admin_value
+                     or (isinstance(granted, list) and names.admin_value in granted))
+        return Consumer(id=subject, tier=tier, authenticated=True, rate_key="j:" + subject, admin=admin)

@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from gateway.config import GatewayConfig
 from gateway.context import Consumer, RequestContext, Response
@@ -87,6 +88,15 @@ def admin_from_headers(config: GatewayConfig, headers: Iterable[tuple[bytes, byt
     if not key:
         return None
     return ADMIN if admin_key_matches(config, key) else _SOMEONE
+
+
+def admin_caller(gateway: Any, headers: Iterable[tuple[bytes, bytes]]) -> Consumer | None:
+    """The control plane's caller as an admin check sees it: through the running identity
+    policy (admin keys, and JWTs with the admin claim), or by admin keys alone."""
+    policy = getattr(gateway, "policies", {}).get("identity")
+    if isinstance(policy, IdentityPolicy):
+        return policy.admin_caller(headers)
+    return admin_from_headers(gateway.config, headers)
 
 
 def admin_required(consumer: Consumer | None) -> Response | None:
@@ -154,6 +164,22 @@ class IdentityPolicy(Policy):
             required={prefix: frozenset(route.auth.require)
                       for prefix, route in config.routes.items() if route.auth is not None},
         )
+
+    def admin_caller(self, headers: Iterable[tuple[bytes, bytes]]) -> Consumer | None:
+        """For the control plane: ADMIN for an admin key, a JWT consumer with the admin claim
+        (or without it: not an admin), a non-admin for any other key, None without one (then
+        `admin_required` says 401, 403, or nothing)."""
+        key = presented_key(headers)
+        if not key:
+            return None
+        if self._is_admin(key):
+            return ADMIN
+        if self.jwt is not None and JWT_SHAPE.fullmatch(key):
+            try:
+                return self.jwt.consumer(key)
+            except TokenRejected:
+                return None
+        return _SOMEONE
 
     async def start(self) -> None:
         if self.jwt is not None:

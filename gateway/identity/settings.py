@@ -39,6 +39,10 @@ class JwtClaims(Section):
 
     consumer: str = Field("sub", min_length=1)
     tier: str | None = Field(None, description="a claim naming a configured tier (else `default`)")
+    admin: str | None = Field(
+        None, description="a claim that makes the caller an admin (the admin API, PURGE): true, "
+                          "`admin_value`, or a list holding it (e.g. Keycloak's roles)")
+    admin_value: str = "admin"
 
 
 class JwtSettings(Section):
