@@ -156,13 +156,18 @@ class LocalCluster:
             if child.role in SERVICES:
                 self._wait_http(child, "/health")
         config_file = str(Path(args.config or DEV_CONFIG).resolve())
+        taken: set[int] = set()
         for i in range(args.replicas):
             port = args.gateway_port + i if args.gateway_port else free_port()
+            admin = free_port()
+            while admin == port or admin in taken:  # two probes may hand out one port
+                admin = free_port()
+            taken |= {port, admin}
             # Each replica's admin listener on a port of its own (they share the host).
             self._spawn(f"gateway {i + 1}", f"http://127.0.0.1:{port}", [
                 sys.executable, "-m", "gateway.cli", "run", "--config", config_file,
                 "--host", "127.0.0.1", "--port", str(port), "--grace", str(args.grace),
-                "--admin", f"127.0.0.1:{free_port()}",
+                "--admin", f"127.0.0.1:{admin}",
             ], env=env)
         for child in self.gateways():
             self._wait_http(child, "/ready", timeout=30)

@@ -95,6 +95,13 @@ async def serve_process(config_file: str | None, host: str, port: int, grace: fl
     admin_sock = None
     if config.admin.listen:
         admin_host, admin_port = host_port(config.admin.listen)
+        if admin_port == port:
+            # With SO_REUSEPORT (workers) both would bind and the kernel would spread the public
+            # port's connections over the two listeners.
+            log.error("admin.listen: %s is the public port; give the admin listener its own",
+                      config.admin.listen)
+            sock.close()
+            return 1
         try:
             admin_sock = bind_socket(admin_host, admin_port, reuse_port=reuse_port)
         except OSError as exc:

@@ -129,3 +129,16 @@ def test_a_busy_admin_port_refuses_to_start(users: MockService, tmp_path: Any) -
                               cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 1
     assert f"admin.listen: 127.0.0.1:{busy} is in use" in done.stderr
+
+
+def test_the_admin_listener_may_not_be_the_public_port(users: MockService, tmp_path: Any) -> None:
+    import yaml
+
+    path = tmp_path / "g.yaml"
+    path.write_text(yaml.safe_dump(config(users)))
+    port = free_port()
+    done = subprocess.run([sys.executable, "-m", "gateway.cli", "run", "--config", str(path), "--host",
+                           "127.0.0.1", "--port", str(port), "--admin", f"127.0.0.1:{port}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert "is the public port" in done.stdout + done.stderr

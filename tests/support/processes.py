@@ -190,7 +190,10 @@ class GatewayProcess(Process):
         self.port = port or free_port()
         # Its admin listener on a port of its own (replicas share this host), unless the config
         # says where (or none).
-        self.admin_port = free_port() if "admin" not in config else None
+        self.admin_port = None
+        if "admin" not in config:
+            while self.admin_port in (None, self.port):  # two probes may hand out one port
+                self.admin_port = free_port()
         self.workers = workers
         self.env = env or {}
         fd, self.config_path = tempfile.mkstemp(prefix="gw-config-", suffix=".yaml")
