@@ -40,8 +40,7 @@ class GatewayApp:
     def __call__(self, request: Request) -> Awaitable[None]:
         # Not a coroutine itself: the engine's task runs the hot path's (or the bridge's)
         # coroutine directly, one level fewer for every suspension and resumption.
-        raw = request.path
-        path = unquote(raw.decode("latin-1")) if b"%" in raw else raw.decode("latin-1")
+        path = _decoded(request.path)
         route = self._match(path)
         hotpath = self.gateway.hotpath
         if route is not None and hotpath is not None:
@@ -53,9 +52,7 @@ class GatewayApp:
 
     def admin(self, request: Request) -> Awaitable[None]:
         """The admin listener's handler: the whole control plane, never the proxied routes."""
-        raw = request.path
-        path = unquote(raw.decode("latin-1")) if b"%" in raw else raw.decode("latin-1")
-        return asyncio.get_running_loop().create_task(self.control(request, path))
+        return asyncio.get_running_loop().create_task(self.control(request, _decoded(request.path)))
 
     async def start(self) -> None:
         await self.gateway.start()
@@ -67,6 +64,10 @@ class GatewayApp:
             await self.control.shutdown()
         finally:
             await self.gateway.close()
+
+
+def _decoded(raw: bytes) -> str:
+    return unquote(raw.decode("latin-1")) if b"%" in raw else raw.decode("latin-1")
 
 
 def create_app(config: GatewayConfig | None = None) -> GatewayApp:

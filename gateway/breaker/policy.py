@@ -156,18 +156,18 @@ class CircuitBreakerPolicy(Policy):
         service = ctx.route.service
         if turn.open_until is not None:
             return self._reject(ctx, BreakerState.OPEN, int((turn.open_until - self.clock()) * 1000))
+        view: ServiceView | None = None  # the board's is built only when no target is closed
         if turn.board:
             closed: Sequence[int] = self.board.closed(service)
-            if closed:
-                index = closed[next(self._turn[service]) % len(closed)] if len(closed) > 1 else closed[0]
-                return await self._send(ctx, call_next, turn, index, 0, True)
-            view, shared = self.board.view(service), True
+            shared = True
         else:
             view, shared = self._view(service, turn.read)
             closed = [i for i, t in enumerate(view.targets) if t.state is BreakerState.CLOSED]
-            if closed:
-                index = closed[next(self._turn[service]) % len(closed)] if len(closed) > 1 else closed[0]
-                return await self._send(ctx, call_next, turn, index, 0, shared)
+        if closed:
+            index = closed[next(self._turn[service]) % len(closed)] if len(closed) > 1 else closed[0]
+            return await self._send(ctx, call_next, turn, index, 0, shared)
+        if view is None:
+            view = self.board.view(service)
         if not any(t.probe_due for t in view.targets):
             retry = min(t.retry_after_ms for t in view.targets)
             if shared and not turn.board:
