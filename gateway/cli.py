@@ -1,4 +1,4 @@
-"""The `gateway` command: dev, run, cluster, check-config, smoke."""
+"""The `gateway` command: dev, run, reload, cluster, check-config, smoke."""
 
 from __future__ import annotations
 
@@ -37,6 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--grace", type=float, default=30.0,
                      help="seconds to drain in-flight requests on SIGTERM (default 30)")
 
+    reload = sub.add_parser("reload", help="reload the config of the running gateways that serve it "
+                            "(validated here first; every worker, no request dropped)")
+    reload.add_argument("--config", help="config file (default: $GATEWAY_CONFIG or ./gateway.yaml)")
+
     check = sub.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("file", nargs="?", help="config file (default: $GATEWAY_CONFIG or ./gateway.yaml)")
 
@@ -54,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         return _check_config(args.file)
     if args.command == "run":
         return _run(args)
+    if args.command == "reload":
+        return _reload(args.config)
     if args.command == "dev":
         return _dev(args)
     if args.command == "cluster":
@@ -79,6 +85,34 @@ def _check_config(path: str | None) -> int:
         return 1
     store = config.redis.url or "embedded store"
     print(f"{config_path(path)}: OK ({len(config.services)} services, {len(config.routes)} routes, {store})")
+    return 0
+
+
+def _reload(path: str | None) -> int:
+    """Validate the file (as `nginx -t` before `-s reload`), then SIGHUP each process serving it."""
+    from gateway import pidfiles
+
+    if _load(path) is None:
+        print("gateway: not reloading: the running configuration keeps serving", file=sys.stderr)
+        return 1
+    file = config_path(path).resolve()
+    pids = pidfiles.serving(file)
+    if not pids:
+        print(f"gateway: no running gateway serves {file}", file=sys.stderr)
+        return 1
+    signalled = []
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGHUP)
+            signalled.append(pid)
+        except ProcessLookupError:
+            continue
+        except PermissionError:
+            print(f"gateway: not allowed to signal pid {pid}", file=sys.stderr)
+    if not signalled:
+        return 1
+    print(f"{file}: reload signalled to pid {', '.join(map(str, signalled))} "
+          "(the outcome is in their logs and in /metrics: config)")
     return 0
 
 

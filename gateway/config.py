@@ -246,6 +246,14 @@ class ControlSettings(Section):
         description="also serve these on the public port")
 
 
+class ReloadSettings(Section):
+    """Reloading the file without a restart (gateway/reload.py): on SIGHUP, on `gateway reload`,
+    and when the file changes (watched, as Traefik's file provider)."""
+
+    watch: bool = Field(True, description="reload when the config file's content changes")
+    interval: float = Field(1.0, gt=0, le=60, description="seconds between checks of the file")
+
+
 class LoggingSettings(Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["json", "text"] = "json"
@@ -317,6 +325,7 @@ class GatewayConfig(Section):
     tracing: TracingSettings = TracingSettings()
     admin: AdminSettings = AdminSettings()
     control: ControlSettings = ControlSettings()
+    reload: ReloadSettings = ReloadSettings()
     plugins: list[PluginSettings] = Field(default_factory=list)
 
     @model_validator(mode="before")

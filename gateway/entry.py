@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from urllib.parse import unquote
 
 from gateway.config import GatewayConfig, load_config
@@ -36,6 +36,8 @@ class GatewayApp:
         self._match = self.gateway.routes.match
         self.url = ""  # set by whoever serves it (tests, the CLI), for messages
         self.admin_url = ""
+        # Called with the new config after each reload (serve.py: the listeners' limits).
+        self.on_reload: list[Callable[[GatewayConfig], None]] = []
 
     def __call__(self, request: Request) -> Awaitable[None]:
         # Not a coroutine itself: the engine's task runs the hot path's (or the bridge's)
@@ -53,6 +55,20 @@ class GatewayApp:
     def admin(self, request: Request) -> Awaitable[None]:
         """The admin listener's handler: the whole control plane, never the proxied routes."""
         return asyncio.get_running_loop().create_task(self.control(request, _decoded(request.path)))
+
+    async def reload(self, config: GatewayConfig) -> list[str]:
+        """Swap to a new, validated config (gateway/reload.py); the sections kept until a restart."""
+        pinned = await self.gateway.reload(config)
+        applied = self.gateway.config
+        # No await from the gateway's swap to here: a request sees the old routes and hot path
+        # or the new ones, never a mix.
+        self._match = self.gateway.routes.match
+        public = AsgiBridge(PublicSide(self.control.app, applied.control.public))
+        public.state = self.control.state
+        self.public_control = public
+        for hook in self.on_reload:
+            hook(applied)
+        return pinned
 
     async def start(self) -> None:
         await self.gateway.start()

@@ -33,10 +33,13 @@ class ServiceHealth:
 class HealthMonitor:
     """Polls each upstream target's `health_path` every `health_interval` seconds."""
 
-    def __init__(self, config: GatewayConfig) -> None:
+    def __init__(self, config: GatewayConfig, *, previous: HealthMonitor | None = None) -> None:
+        """`previous`: the monitor a reload replaces; its last results carry over."""
         self.config = config
+        known = previous.results if previous is not None else {}
         self.results: dict[str, dict[str, ServiceHealth]] = {
-            name: {url: ServiceHealth() for url in s.upstreams} for name, s in config.services.items()
+            name: {url: known.get(name, {}).get(url) or ServiceHealth() for url in s.upstreams}
+            for name, s in config.services.items()
         }
         self._tasks: list[asyncio.Task[None]] = []
         self._targets: dict[str, Target] = {}

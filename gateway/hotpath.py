@@ -13,6 +13,7 @@ The whole flow of a proxied request is in `HotPath.__call__`:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -68,86 +69,100 @@ class HotPath:
         self.access_log = access_log
         self.tracing = tracing
         self.spans = spans
+        self.inflight = 0  # requests running on this hot path (its configuration's generation)
+        self._idle: asyncio.Event | None = None  # set when a replaced hot path runs dry
+
+    async def drained(self) -> None:
+        """Returns once no request runs here (a reload replaced it: no new ones come)."""
+        if self.inflight:
+            self._idle = asyncio.Event()
+            await self._idle.wait()
 
     async def __call__(self, route: Route, request: Request, path: str) -> None:
         """Answer `request` (its decoded path is `path`, which matched `route`)."""
-        started = time.perf_counter()
-        raw_headers = request.headers
-        request_id = traceparent = tracestate = duplicate = None
-        refused: tuple[int, str, str] | None = None  # (status, detail, kind) found in the fields
-        singletons: set[bytes] = set()
-        hop_by_hop: frozenset[bytes] | set[bytes] = NOT_FORWARDED
-        fields = _FIELDS
-        for key, value in raw_headers:
-            code = fields.get(key)
-            if code is None:  # most fields: one lookup
-                continue
-            if code & _SINGLETON:
-                if key in singletons:
-                    duplicate = key
-                singletons.add(key)
-                code &= ~_SINGLETON
-            if code == _REQUEST_ID:
-                request_id = value
-            elif code == _TRACEPARENT:
-                # A repeated traceparent is invalid: keeping the first would guess.
-                traceparent = value if traceparent is None else b"-"
-            elif code == _TRACESTATE:
-                tracestate = value if tracestate is None else tracestate + b"," + value
-            elif code == _UPGRADE:
-                if b"websocket" in value.lower():
-                    refused = (501, "WebSocket upgrades are not supported by this gateway", "upgrade-not-supported")
-            elif code == _CONNECTION:  # the fields it names are hop-by-hop too
-                hop_by_hop = hop_by_hop | connection_tokens(value)
-        rid = request_id_from(request_id)
-        method = request.method
-        raw_path = request.path
-        conn = request.conn
-
-        early = self._check(route, method, raw_path, request.content_length, rid, duplicate, refused)
-        if early is not None:
-            self._send_whole(conn, early, rid, route.service, started)
-            elapsed = time.perf_counter() - started
-            self.stats.record(route, method, early.status, elapsed, None)
-            if self.access_log is not None:
-                self.access_log.proxied(rid, method, path, route, early.status, elapsed, None)
-            return
-
-        scheme = request.scheme
-        headers, client_ip = forwarded_headers(
-            raw_headers, peer=conn.peer[0], scheme=scheme, trusted=self.trusted, request_id=rid,
-            drop=hop_by_hop, underscores=self.underscores,
-        )
-        trace: TraceContext | None = None
-        if self.tracing is not None:
-            trace = self.tracing.start(traceparent, tracestate)
-            headers = self.tracing.apply(headers, trace, traceparent is not None or tracestate is not None)
-        ctx = RequestContext(
-            request_id=rid, method=method, path=path, raw_path=raw_path,
-            query_string=request.query, headers=headers, client_ip=client_ip, scheme=scheme,
-            route=route, body=request.body, client_headers=raw_headers,
-            has_body=request.body is not None,  # the engine's: Content-Length > 0 or chunked
-            chunked=request.chunked, content_length=request.content_length, interim=conn.interim,
-            client=conn, started=started, trace=trace,
-        )
+        self.inflight += 1  # a reload closes this hot path's policies when it reaches 0
         try:
-            response = await self.chain(ctx)
-        except Exception:
-            log.exception("request %s failed inside the gateway", rid)
-            response = problem(500, "the gateway failed to handle this request", request_id=rid)
-        await self._send(conn, response, rid, route.service, started, method, ctx)
-        elapsed = time.perf_counter() - started  # until the last byte went out
-        if self.chain.has_after:
-            await self.chain.after(ctx, response)  # each policy's `after` (outcomes, cache stores)
-        status = response.status
-        if request.answered:  # the engine answered first (request timeout, end of a drain)
-            status = request.answered
-            ctx.client_disconnected = False
-        self.stats.record(route, method, status, elapsed, ctx)
-        if self.access_log is not None:
-            self.access_log.proxied(rid, method, ctx.path, route, status, elapsed, ctx)
-        if self.spans is not None and trace is not None and trace.sampled:
-            self.spans.record(ctx, trace, status, elapsed)
+            started = time.perf_counter()
+            raw_headers = request.headers
+            request_id = traceparent = tracestate = duplicate = None
+            refused: tuple[int, str, str] | None = None  # (status, detail, kind) found in the fields
+            singletons: set[bytes] = set()
+            hop_by_hop: frozenset[bytes] | set[bytes] = NOT_FORWARDED
+            fields = _FIELDS
+            for key, value in raw_headers:
+                code = fields.get(key)
+                if code is None:  # most fields: one lookup
+                    continue
+                if code & _SINGLETON:
+                    if key in singletons:
+                        duplicate = key
+                    singletons.add(key)
+                    code &= ~_SINGLETON
+                if code == _REQUEST_ID:
+                    request_id = value
+                elif code == _TRACEPARENT:
+                    # A repeated traceparent is invalid: keeping the first would guess.
+                    traceparent = value if traceparent is None else b"-"
+                elif code == _TRACESTATE:
+                    tracestate = value if tracestate is None else tracestate + b"," + value
+                elif code == _UPGRADE:
+                    if b"websocket" in value.lower():
+                        refused = (501, "WebSocket upgrades are not supported by this gateway", "upgrade-not-supported")
+                elif code == _CONNECTION:  # the fields it names are hop-by-hop too
+                    hop_by_hop = hop_by_hop | connection_tokens(value)
+            rid = request_id_from(request_id)
+            method = request.method
+            raw_path = request.path
+            conn = request.conn
+
+            early = self._check(route, method, raw_path, request.content_length, rid, duplicate, refused)
+            if early is not None:
+                self._send_whole(conn, early, rid, route.service, started)
+                elapsed = time.perf_counter() - started
+                self.stats.record(route, method, early.status, elapsed, None)
+                if self.access_log is not None:
+                    self.access_log.proxied(rid, method, path, route, early.status, elapsed, None)
+                return
+
+            scheme = request.scheme
+            headers, client_ip = forwarded_headers(
+                raw_headers, peer=conn.peer[0], scheme=scheme, trusted=self.trusted, request_id=rid,
+                drop=hop_by_hop, underscores=self.underscores,
+            )
+            trace: TraceContext | None = None
+            if self.tracing is not None:
+                trace = self.tracing.start(traceparent, tracestate)
+                headers = self.tracing.apply(headers, trace, traceparent is not None or tracestate is not None)
+            ctx = RequestContext(
+                request_id=rid, method=method, path=path, raw_path=raw_path,
+                query_string=request.query, headers=headers, client_ip=client_ip, scheme=scheme,
+                route=route, body=request.body, client_headers=raw_headers,
+                has_body=request.body is not None,  # the engine's: Content-Length > 0 or chunked
+                chunked=request.chunked, content_length=request.content_length, interim=conn.interim,
+                client=conn, started=started, trace=trace,
+            )
+            try:
+                response = await self.chain(ctx)
+            except Exception:
+                log.exception("request %s failed inside the gateway", rid)
+                response = problem(500, "the gateway failed to handle this request", request_id=rid)
+            await self._send(conn, response, rid, route.service, started, method, ctx)
+            elapsed = time.perf_counter() - started  # until the last byte went out
+            if self.chain.has_after:
+                await self.chain.after(ctx, response)  # each policy's `after` (outcomes, cache stores)
+            status = response.status
+            if request.answered:  # the engine answered first (request timeout, end of a drain)
+                status = request.answered
+                ctx.client_disconnected = False
+            self.stats.record(route, method, status, elapsed, ctx)
+            if self.access_log is not None:
+                self.access_log.proxied(rid, method, ctx.path, route, status, elapsed, ctx)
+            if self.spans is not None and trace is not None and trace.sampled:
+                self.spans.record(ctx, trace, status, elapsed)
+        finally:
+            self.inflight -= 1
+            if self._idle is not None and not self.inflight:
+                self._idle.set()
 
     def _check(self, route: Route, method: str, raw_path: bytes, content_length: int | None,
                rid: str, duplicate: bytes | None = None,

@@ -23,7 +23,8 @@ import sys
 import time
 from typing import Any
 
-from gateway.config import ConfigError, ProxySettings, host_port, load_config
+from gateway import pidfiles
+from gateway.config import ConfigError, ProxySettings, config_path, host_port, load_config
 from gateway.engine.server import Limits, Server
 
 log = logging.getLogger("gateway")
@@ -77,9 +78,15 @@ def bind_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.soc
 
 
 async def serve_process(config_file: str | None, host: str, port: int, grace: float, *,
-                        reuse_port: bool = False) -> int:
-    """Serve until SIGTERM/SIGINT, then drain; the process's exit code."""
+                        reuse_port: bool = False, worker: bool = False) -> int:
+    """Serve until SIGTERM/SIGINT, then drain; the process's exit code. SIGHUP reloads the
+    config (gateway/reload.py); a worker is found through its supervisor, which forwards it."""
     from gateway.entry import create_app
+    from gateway.reload import Reloader
+
+    # Until the reloader is ready a SIGHUP must not kill the process (its default action);
+    # the file is read below anyway, and the watcher sees later changes.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
     try:
         config = load_config(config_file)
@@ -124,6 +131,15 @@ async def serve_process(config_file: str | None, host: str, port: int, grace: fl
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    resolved = config_path(config_file)
+    reloader = Reloader(app, resolved)
+    app.gateway.reloader = reloader
+    app.on_reload.append(lambda applied: server.set_limits(limits_from(applied.proxy)))
+    if admin_server is not None:
+        app.on_reload.append(lambda applied: admin_server.set_limits(limits_from(applied.proxy)))
+    loop.add_signal_handler(signal.SIGHUP, reloader.request, "SIGHUP")
+    reloader.start()
+    record = None if worker else pidfiles.register(resolved)
     tune_gc()
     if admin_server is not None and admin_sock is not None:
         await admin_server.listen(sock=admin_sock)
@@ -140,7 +156,10 @@ async def serve_process(config_file: str | None, host: str, port: int, grace: fl
     if admin_server is not None:
         await admin_server.shutdown(min(grace, 5.0))
     await server.shutdown(grace)
+    await reloader.close()
     await app.close()
+    if record is not None:
+        pidfiles.unregister(record)
     log.info("stopped")
     return 0
 
@@ -156,16 +175,18 @@ def run(config_file: str | None, host: str, port: int, workers: int = 1, grace: 
     return Supervisor(config_file, host, port, workers, grace).run()
 
 
-def _run_loop(config_file: str | None, host: str, port: int, grace: float, *, reuse_port: bool) -> int:
+def _run_loop(config_file: str | None, host: str, port: int, grace: float, *, reuse_port: bool,
+              worker: bool = False) -> int:
+    serving = serve_process(config_file, host, port, grace, reuse_port=reuse_port, worker=worker)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency; plain asyncio still works
-        return asyncio.run(serve_process(config_file, host, port, grace, reuse_port=reuse_port))
-    return uvloop.run(serve_process(config_file, host, port, grace, reuse_port=reuse_port))
+        return asyncio.run(serving)
+    return uvloop.run(serving)
 
 
 def _worker(config_file: str | None, host: str, port: int, grace: float) -> None:
-    sys.exit(_run_loop(config_file, host, port, grace, reuse_port=True))
+    sys.exit(_run_loop(config_file, host, port, grace, reuse_port=True, worker=True))
 
 
 class Supervisor:
@@ -196,6 +217,13 @@ class Supervisor:
     def _stop(self, *_: Any) -> None:
         self._stopping = True
 
+    def _forward_reload(self, *_: Any) -> None:
+        """SIGHUP: every worker reloads (each validates the file and logs the outcome)."""
+        for proc in self._procs:
+            if proc is not None and proc.is_alive():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGHUP)
+
     def run(self) -> int:
         try:  # a busy port fails here, before any worker starts
             bind_socket(self.host, self.port, reuse_port=True).close()
@@ -205,9 +233,17 @@ class Supervisor:
             return 1
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
+        signal.signal(signal.SIGHUP, self._forward_reload)
         for index in range(self.workers):
             self._spawn(index)
+        record = pidfiles.register(config_path(self.config_file))
         log.info("supervising %d workers on %s:%d", self.workers, self.host, self.port)
+        try:
+            return self._supervise()
+        finally:
+            pidfiles.unregister(record)
+
+    def _supervise(self) -> int:
         code = 0
         while not self._stopping:
             time.sleep(0.2)

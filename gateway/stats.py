@@ -79,6 +79,8 @@ class RequestStats:
         # Per-process counters that policies keep themselves (e.g. cache coalesced waits),
         # copied in periodically by the telemetry loop so they travel with the rest.
         self.policy_counters: dict[str, int] = {}
+        self.reloads: dict[str, int] = {}  # applied | refused (gateway/reload.py)
+        self.consumer_changes: dict[str, int] = {}  # created | updated | rotated | deleted
 
     # -- the hot path ------------------------------------------------------------------------
     def record(self, route: Route, method: str, status: int, duration: float,
@@ -205,6 +207,8 @@ class RequestStats:
             "store_latency": self.store_latency.as_dict(),
             "store_errors": dict(self.store_errors),
             "policy_counters": dict(self.policy_counters),
+            "reloads": dict(self.reloads),
+            "consumer_changes": dict(self.consumer_changes),
         }
 
     @classmethod
@@ -232,6 +236,8 @@ class RequestStats:
         stats.store_errors = {str(k): int(v) for k, v in (data.get("store_errors") or {}).items()}
         stats.policy_counters = {str(k): int(v)
                                  for k, v in (data.get("policy_counters") or {}).items()}
+        for name in ("reloads", "consumer_changes"):
+            setattr(stats, name, {str(k): int(v) for k, v in (data.get(name) or {}).items()})
         return stats
 
     def merge(self, other: RequestStats) -> None:
@@ -249,6 +255,8 @@ class RequestStats:
         _add(self.cache, other.cache)
         _add(self.store_errors, other.store_errors)
         _add(self.policy_counters, other.policy_counters)
+        _add(self.reloads, other.reloads)
+        _add(self.consumer_changes, other.consumer_changes)
         for name in ("latency", "own_latency", "upstream_latency"):
             mine: dict[str, LatencyHistogram] = getattr(self, name)
             for key, hist in getattr(other, name).items():

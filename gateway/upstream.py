@@ -30,6 +30,7 @@ import ssl
 import time
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 from gateway.background import Periodic
@@ -103,10 +104,30 @@ class UpstreamPool:
         self.pools: dict[str, TargetPool] = {}
         self._sweeper: Periodic | None = None
 
-    async def start(self) -> None:
+    def _pool_settings(self, url: str) -> tuple[Any, ...]:
+        """What a target's pool is made of: a reload keeps a pool whose settings are the same."""
+        service = next(s for s in self.config.services.values() if url in s.upstreams)
         proxy = self.config.proxy
+        target = self.targets[url]
+        return (target.host, target.port, target.tls, service.ca_file,
+                service.max_connections or proxy.pool_size, service.pending_timeout or proxy.pool_timeout,
+                service.max_pending, proxy.upstream_keepalive)
+
+    async def start(self, adopt: UpstreamPool | None = None) -> set[TargetPool]:
+        """Make a pool per target; with `adopt` (the pool a reload replaces), take over its pools
+        (and their idle connections) whose settings did not change. Returns the adopted ones."""
+        proxy = self.config.proxy
+        adopted: set[TargetPool] = set()
         for service in self.config.services.values():
             for url in service.upstreams:
+                if url in self.pools:
+                    continue  # a target listed by two services shares one pool
+                previous = adopt.pools.get(url) if adopt is not None else None
+                if (previous is not None and adopt is not None
+                        and adopt._pool_settings(url) == self._pool_settings(url)):
+                    self.pools[url] = previous
+                    adopted.add(previous)
+                    continue
                 target = self.targets[url]
                 self.pools[url] = TargetPool(
                     target.host, target.port, tls=self._tls.get(url),
@@ -116,6 +137,15 @@ class UpstreamPool:
         self._sweeper = Periodic(min(5.0, proxy.upstream_keepalive / 2), self._sweep,
                                  "upstream pool sweep")
         self._sweeper.start()
+        return adopted
+
+    async def retire(self, keep: set[TargetPool]) -> None:
+        """Close this (replaced) pool, except the target pools its successor took over."""
+        if self._sweeper is not None:
+            await self._sweeper.stop()
+        for pool in self.pools.values():
+            if pool not in keep:
+                pool.close()
 
     async def _sweep(self) -> None:
         for pool in self.pools.values():

@@ -152,18 +152,21 @@ class Server:
 
     def __init__(self, handler: Handler, limits: Limits | None = None, *, scheme: str = "http") -> None:
         self.handler = handler
-        self.limits = limits or Limits()
         self.scheme = scheme
         self.connections: set[HttpConnection] = set()
         self.per_peer: dict[str, int] = {}  # open connections per peer address (when capped)
         self.draining = False
         self._sweeper: asyncio.TimerHandle | None = None
-        lim = self.limits
+        self.set_limits(limits or Limits())
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.servers: list[asyncio.base_events.Server] = []
+
+    def set_limits(self, limits: Limits) -> None:
+        """The limits of connections accepted from now on (a reload; open ones keep theirs)."""
+        self.limits = lim = limits
         self.tick = max(0.05, min(1.0, lim.header_timeout / 4, lim.idle_timeout / 4,
                                   lim.body_timeout / 4, lim.send_timeout / 4,
                                   lim.request_timeout / 4 if lim.request_timeout else 1.0))
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.servers: list[asyncio.base_events.Server] = []
 
     def protocol(self) -> HttpConnection:
         return HttpConnection(self)

@@ -57,6 +57,19 @@ async def metrics_document(gw: Gateway, scope: str = "cluster") -> dict[str, Any
             **({"error": view.error} if view.error else {}),
         },
         "replicas": [_replica(r, gw.replica_id) for r in view.replicas],
+        "config": _config(gw),
+    }
+
+
+def _config(gw: Gateway) -> dict[str, Any]:
+    """This replica's configuration: when it was loaded, its reloads, the last one's outcome
+    (the Prometheus counter sums them over the cluster)."""
+    reloader = gw.reloader
+    reloads = gw.stats.reloads
+    return {
+        "loaded_at": gw.reloaded_at or gw.started_at,
+        "reloads": {"applied": reloads.get("applied", 0), "refused": reloads.get("refused", 0)},
+        "last_reload": dict(reloader.last) if reloader is not None else None,
     }
 
 

@@ -28,6 +28,8 @@ HELP = {
     "gateway_upstream_errors": "Failed upstream exchanges, by service and kind (connect, reset, timeout).",
     "gateway_store_duration_seconds": "Round-trip time of one pipeline to the shared store (Redis).",
     "gateway_store_errors": "Store calls that failed, by kind: unavailable (no answer in time), error (a command failed), down (not tried: store known down).",
+    "gateway_config_reloads": "Configuration reloads, by result: applied, or refused (an invalid file; the previous configuration kept serving).",
+    "gateway_consumer_changes": "Changes to run-time consumers made through this replica's admin API, by action.",
 }
 
 # policy counter name in RequestStats.policy_counters -> counter metric
@@ -62,6 +64,9 @@ def samples(stats: RequestStats) -> Iterator[Sample]:
         if counter in stats.policy_counters:
             yield Sample("counter", metric, metric + "_total", (), HELP[metric],
                          stats.policy_counters[counter])
+    yield from _counter("gateway_config_reloads", ("result",), {(k,): n for k, n in stats.reloads.items()})
+    yield from _counter("gateway_consumer_changes", ("action",),
+                        {(k,): n for k, n in stats.consumer_changes.items()})
     services = stats.route_services
     for metric, table in (("gateway_request_duration_seconds", stats.latency),
                           ("gateway_processing_duration_seconds", stats.own_latency)):

@@ -185,7 +185,10 @@ class GatewayProcess(Process):
     """A gateway replica (`gateway run`) with the given config, on an ephemeral port."""
 
     def __init__(self, config: dict[str, Any], port: int | None = None, *, workers: int = 1,
-                 env: dict[str, str] | None = None, log_path: str | None = None) -> None:
+                 env: dict[str, str] | None = None, log_path: str | None = None,
+                 config_path: str | None = None) -> None:
+        """`config_path`: the file to write the config to (replicas of one deployment may
+        share one); by default a file of its own."""
         self.config = config
         self.port = port or free_port()
         # Its admin listener on a port of its own (replicas share this host), unless the config
@@ -196,10 +199,17 @@ class GatewayProcess(Process):
                 self.admin_port = free_port()
         self.workers = workers
         self.env = env or {}
-        fd, self.config_path = tempfile.mkstemp(prefix="gw-config-", suffix=".yaml")
-        with os.fdopen(fd, "w") as f:
+        if config_path is None:
+            fd, self.config_path = tempfile.mkstemp(prefix="gw-config-", suffix=".yaml")
+            os.close(fd)
+        else:
+            self.config_path = config_path
+        with open(self.config_path, "w") as f:
             yaml.safe_dump(config, f)
-        self.log_path = log_path or self.config_path.replace(".yaml", ".log")
+        if log_path is None:
+            fd, log_path = tempfile.mkstemp(prefix="gw-", suffix=".log")
+            os.close(fd)
+        self.log_path = log_path
         self.start()
 
     @property
