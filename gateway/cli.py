@@ -1,4 +1,4 @@
-"""The `gateway` command: dev, run, reload, cluster, check-config, smoke."""
+"""The `gateway` command: dev, run, reload, consumers, cluster, check-config, smoke."""
 
 from __future__ import annotations
 
@@ -41,6 +41,12 @@ def main(argv: list[str] | None = None) -> int:
                             "(validated here first; every worker, no request dropped)")
     reload.add_argument("--config", help="config file (default: $GATEWAY_CONFIG or ./gateway.yaml)")
 
+    consumers = sub.add_parser("consumers", help="manage run-time consumers through a running "
+                               "gateway's admin API (reach every replica within a second)")
+    from gateway import consumers_cli
+
+    consumers_cli.add_arguments(consumers)
+
     check = sub.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("file", nargs="?", help="config file (default: $GATEWAY_CONFIG or ./gateway.yaml)")
 
@@ -60,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         return _run(args)
     if args.command == "reload":
         return _reload(args.config)
+    if args.command == "consumers":
+        return consumers_cli.run(args)
     if args.command == "dev":
         return _dev(args)
     if args.command == "cluster":

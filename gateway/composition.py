@@ -18,6 +18,7 @@ from gateway.breaker import CircuitBreakerPolicy
 from gateway.cache.policy import CachePolicy
 from gateway.config import GatewayConfig
 from gateway.identity import IdentityPolicy
+from gateway.identity.directory import ConsumerDirectory
 from gateway.plugins.loading import build as build_plugin
 from gateway.policy import PolicyDeps
 from gateway.ratelimit.policy import RateLimitPolicy
@@ -30,8 +31,10 @@ class Composition(NamedTuple):
     routes: dict[int, frozenset[str]]  # position -> the route prefixes a plugin is limited to
 
 
-def build(config: GatewayConfig, store: Store, replicas: ReplicaRegistry | None) -> Composition:
-    """The chain's policies, from the config and the few things they share (never the gateway)."""
+def build(config: GatewayConfig, store: Store, replicas: ReplicaRegistry | None,
+          directory: ConsumerDirectory | None = None) -> Composition:
+    """The chain's policies, from the config and the few things they share (never the gateway);
+    `directory`: the run-time consumers, which outlive a reload."""
     deps = PolicyDeps(store=store, key_prefix=config.redis.key_prefix, replicas=replicas)
     places: dict[str, list[tuple[Any, frozenset[str] | None]]] = {
         "first": [], "after_identity": [], "before_upstream": []}
@@ -46,7 +49,7 @@ def build(config: GatewayConfig, store: Store, replicas: ReplicaRegistry | None)
     if config.circuit_breaker.enabled or any(s.circuit_breaker for s in config.services.values()):
         built_in.append(CircuitBreakerPolicy.from_config(config, store))
     ordered: list[tuple[Any, frozenset[str] | None]] = [
-        *places["first"], (IdentityPolicy.from_config(config), None), *places["after_identity"],
+        *places["first"], (IdentityPolicy.from_config(config, directory), None), *places["after_identity"],
         *((p, None) for p in built_in), *places["before_upstream"]]
     return Composition([p for p, _ in ordered],
                        {i: routes for i, (_, routes) in enumerate(ordered) if routes is not None})

@@ -43,6 +43,8 @@ class Consumer:
     authenticated: bool
     rate_key: str  # what rate-limit counters are keyed on: consumer id, or client IP if anonymous
     admin: bool = False  # presented an admin key (`auth.admin_keys_sha256`): may PURGE
+    # A run-time consumer's own windows, (limit, seconds) each, instead of its tier's.
+    windows: tuple[tuple[int, float], ...] | None = None
 
 
 @dataclass(slots=True)

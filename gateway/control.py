@@ -210,8 +210,10 @@ def create_control_app(gateway: Gateway) -> FastAPI:
     mount_dashboard(app)
 
     from gateway.cache.admin import router as cache_admin
+    from gateway.identity.admin import router as consumers_admin
 
     app.include_router(cache_admin)
+    app.include_router(consumers_admin)
     _describe_proxied_routes(app, gateway)
     return app
 

@@ -20,6 +20,7 @@ from gateway.config import GatewayConfig
 from gateway.forwarding import TrustedProxies
 from gateway.health import HealthMonitor
 from gateway.hotpath import HotPath
+from gateway.identity.directory import ConsumerDirectory
 from gateway.logs import AccessLog
 from gateway.policy import Policy, PolicyChain
 from gateway.redis_memory import check_memory
@@ -74,6 +75,7 @@ class Gateway:
         self.draining = False
         self.started_at = time.time()
         self.reloaded_at: float | None = None
+        self.consumers: ConsumerDirectory | None = None  # run-time consumers (outlive a reload)
         self.reloader: Any = None  # gateway/reload.py's Reloader, when the process watches a file
         self._retiring: set[asyncio.Task[None]] = set()
 
@@ -94,6 +96,8 @@ class Gateway:
         self.replicas = ReplicaRegistry(self.store, self.config, self.replica_id)
         await self.replicas.start()
         self.telemetry = Telemetry(self.config, self.replica_id, self.stats)
+        self.consumers = ConsumerDirectory(self.store, self.config.redis.key_prefix)
+        await self.consumers.start()
         await self.telemetry.start(self.store, {})  # first: the hot path takes its span export
         self.policies, self.hotpath = await self._assemble(self.config, self.upstream)
         self.telemetry.policies = self.policies
@@ -108,7 +112,7 @@ class Gateway:
         replicas, upstream pool and telemetry. A policy that fails to start closes the ones
         started before it and raises."""
         assert self.store is not None and self.telemetry is not None
-        composition = build_policies(config, self.store, self.replicas)
+        composition = build_policies(config, self.store, self.replicas, self.consumers)
         started: list[Any] = []
         try:
             for policy in composition.policies:
@@ -191,6 +195,8 @@ class Gateway:
         await self.health.close()
         await _close_policies(list(self.policies.values()))
         await self.upstream.close()
+        if self.consumers is not None:
+            await self.consumers.close()
         if self.telemetry is not None:
             await self.telemetry.close()
         if self.access_log is not None:

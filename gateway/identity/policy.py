@@ -37,6 +37,7 @@ from typing import Any
 
 from gateway.config import GatewayConfig
 from gateway.context import Consumer, RequestContext, Response
+from gateway.identity.directory import ConsumerDirectory
 from gateway.identity.jwt_auth import JWT_SHAPE, JwtVerifier, TokenRejected
 from gateway.identity.settings import ConsumerSettings, JwtSettings
 from gateway.policy import Policy
@@ -138,7 +139,11 @@ class IdentityPolicy(Policy):
         admin_digests: Iterable[str] = (),
         jwt: JwtSettings | None = None,
         required: Mapping[str, frozenset[str]] | None = None,
+        directory: ConsumerDirectory | None = None,
     ) -> None:
+        """`directory`: the run-time consumers (gateway/identity/directory.py), looked up after
+        the configured ones."""
+        self.directory = directory
         self._required = dict(required or {})  # route prefix -> the credentials it accepts
         self._admin_digests = frozenset(admin_digests)
         self.jwt = JwtVerifier(jwt, frozenset(tiers), DEFAULT_TIER) if jwt is not None else None
@@ -153,7 +158,7 @@ class IdentityPolicy(Policy):
         }
 
     @classmethod
-    def from_config(cls, config: GatewayConfig) -> IdentityPolicy:
+    def from_config(cls, config: GatewayConfig, directory: ConsumerDirectory | None = None) -> IdentityPolicy:
         return cls(
             config.auth.consumers,
             config.rate_limits,
@@ -163,6 +168,7 @@ class IdentityPolicy(Policy):
             jwt=config.auth.jwt,
             required={prefix: frozenset(route.auth.require)
                       for prefix, route in config.routes.items() if route.auth is not None},
+            directory=directory,
         )
 
     def admin_caller(self, headers: Iterable[tuple[bytes, bytes]]) -> Consumer | None:
@@ -201,7 +207,8 @@ class IdentityPolicy(Policy):
         return bool(key) and bool(self._admin_digests) and key_digest(key) in self._admin_digests  # type: ignore[arg-type]
 
     async def metrics(self) -> dict[str, object]:
-        return {"mode": self.mode, "consumers": len(self._by_digest)}
+        runtime = len(self.directory.records) if self.directory is not None else 0
+        return {"mode": self.mode, "consumers": len(self._by_digest), "runtime_consumers": runtime}
 
     # -- api_keys ------------------------------------------------------------------------
     def _from_key(self, ctx: RequestContext) -> Response | None:
@@ -241,7 +248,12 @@ class IdentityPolicy(Policy):
             credential = "jwt"
         else:
             credential = "api_key"
-            found = self._by_digest.get(key_digest(key)) if key else None
+            found = None
+            if key:
+                digest = key_digest(key)
+                found = self._by_digest.get(digest)
+                if found is None and self.directory is not None:
+                    found = self.directory.lookup(digest)
             if found is None and ctx.method == "PURGE" and self._is_admin(key):
                 ctx.consumer = ADMIN  # the cache lets it purge (admin_required)
                 return None

@@ -133,6 +133,7 @@ class RateLimitPolicy(Policy):
         self.decisions: Counter[str] = Counter()  # this replica's, by source and outcome
         # Bounded: tiers x routes x the nine HTTP methods.
         self._plans: dict[tuple[str, str, str], WindowPlan] = {}
+        self._own_plans: dict[tuple[tuple[tuple[int, float], ...], str, str], WindowPlan] = {}
         self._last_error_log = 0.0
         store.on_availability(self._store_changed)
 
@@ -183,12 +184,30 @@ class RateLimitPolicy(Policy):
             found = self._plans[cache_key] = WindowPlan.of(specs)
         return found
 
+    def own_windows(self, windows: tuple[tuple[int, float], ...], prefix: str, method: str) -> WindowPlan:
+        """A run-time consumer's own windows (instead of its tier's), then the route's."""
+        cache_key = (windows, prefix, method)
+        found = self._own_plans.get(cache_key)
+        if found is None:
+            if len(self._own_plans) > 10_000:  # bounded by the consumers that have their own
+                self._own_plans.clear()
+            specs = tier_windows("consumer", [RateWindow(limit=n, window=w) for n, w in windows],
+                                 self.algorithm, "c")  # type: ignore[arg-type]
+            override = self.routes.get(prefix)
+            if override is not None and (override.methods is None or method in override.methods):
+                specs = specs + override.specs
+            found = self._own_plans[cache_key] = WindowPlan.of(specs)
+        return found
+
     # -- the request path -------------------------------------------------------------------
     def stage(self, ctx: RequestContext, batch: StoreBatch) -> _Staged | None:
         if not self.enabled:
             return None
         consumer = ctx.consumer or anonymous(ctx.client_ip)
-        plan = self.windows_for(consumer.tier, ctx.route.prefix, ctx.method)
+        if consumer.windows is None:
+            plan = self.windows_for(consumer.tier, ctx.route.prefix, ctx.method)
+        else:
+            plan = self.own_windows(consumer.windows, ctx.route.prefix, ctx.method)
         head = f"{self.key_prefix}:rl:{{{hash_tag(consumer.rate_key)}}}"
         keys = [head + suffix for suffix in plan.key_suffixes]
         return _Staged(consumer, plan, batch.eval(self.script, keys, plan.args))

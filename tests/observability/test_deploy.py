@@ -21,7 +21,8 @@ PROMETHEUS = REPO / "deploy" / "prometheus" / "prometheus.yml"
 DASHBOARD = REPO / "deploy" / "grafana" / "dashboards" / "pygateway.json"
 PROVISIONING = REPO / "deploy" / "grafana" / "provisioning"
 COUNTERS = {"gateway_requests", "gateway_rate_limit_decisions", "gateway_cache_requests",
-            "gateway_cache_coalesced_waits", "gateway_upstream_errors", "gateway_store_errors"}
+            "gateway_cache_coalesced_waits", "gateway_upstream_errors", "gateway_store_errors",
+            "gateway_config_reloads", "gateway_consumer_changes"}
 SCRAPE_TIME = {"gateway_info", "gateway_store_mode", "gateway_store_up", "gateway_replicas",
                "gateway_breaker_state", "gateway_breaker_transitions_total", "gateway_cache_entries",
                "gateway_cache_size_bytes", "gateway_cache_max_bytes", "gateway_cache_evictions_total"}
