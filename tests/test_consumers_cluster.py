@@ -115,3 +115,29 @@ def test_the_cli_adds_rotates_and_deletes(replicas: list[GatewayProcess]) -> Non
     assert no_key.returncode == 2 and "admin key" in no_key.stderr
     assert cli("delete", "cleo").returncode == 0
     _within(1.0, lambda: all(_status(g, new) == 401 for g in replicas))
+
+
+def test_a_redis_that_restarts_empty_gets_the_consumers_back_and_keys_keep_working() -> None:
+    with RedisServer() as redis, MockService("users") as users:
+        assert isinstance(redis, RedisServer) and isinstance(users, MockService)
+        config = services_config({"users": users}, redis={"url": redis.url, "timeout": 0.5,
+                                                          "connect_timeout": 0.5, "probe_interval": 0.2},
+                                 auth={"admin_keys_sha256": [hashlib.sha256(ADMIN_KEY.encode()).hexdigest()]})
+        with GatewayProcess(config) as a, GatewayProcess(config) as b:
+            assert isinstance(a, GatewayProcess) and isinstance(b, GatewayProcess)
+            r = httpx.post(a.admin_url + "/admin/consumers", json={"id": "hana"}, headers=ADMIN, timeout=10)
+            key = r.json()["key"]
+            _within(1.0, lambda: _status(b, key) == 200)
+            redis.stop()
+            # Redis gone: the replicas keep the consumers they hold (rate limits fall back to
+            # local), and a change is refused without changing anything.
+            assert _status(a, key) == 200 and _status(b, key) == 200
+            down = httpx.post(a.admin_url + "/admin/consumers", json={"id": "ivan"}, headers=ADMIN, timeout=10)
+            assert down.status_code == 503 and down.json()["type"].endswith("consumer-store-unavailable")
+            redis.start()  # empty
+            _within(5.0, lambda: redis.command("HLEN", "gw:consumers:{gw:consumers}:records") == "1")
+            assert _status(a, key) == 200 and _status(b, key) == 200
+            # And changes go on from the restored version.
+            r = httpx.post(b.admin_url + "/admin/consumers", json={"id": "ivan"}, headers=ADMIN, timeout=10)
+            assert r.status_code == 201
+            _within(1.0, lambda: _status(a, r.json()["key"]) == 200)

@@ -11,7 +11,9 @@ key up in a dict, never in Redis. The replica reloads it when a change is publis
 the version every `SYNC_INTERVAL` seconds besides (a replica that missed a message, or was
 cut off from Redis, catches up within that second). While Redis is unreachable a replica keeps
 the directory it last read: run-time consumers keep working, and a key deleted meanwhile is
-refused once Redis answers again.
+refused once Redis answers again. A Redis that comes back without them (restarted without
+persistence: the directory's version went backwards, which no change ever does) is given back
+the newest copy a replica holds.
 """
 
 from __future__ import annotations
@@ -105,6 +107,7 @@ class ConsumerDirectory:
         self._by_digest: dict[str, tuple[Consumer, float | None]] = {}
         self._read = store.script("consumers_read")
         self._change = store.script("consumers_change")
+        self._restore = store.script("consumers_restore")
         self._subscription = Subscription(store, self.channel, self._message,
                                           on_up=self._resync, what="consumer changes")
         self._sync = Periodic(sync_interval, self._check, "consumer directory sync")
@@ -168,8 +171,21 @@ class ConsumerDirectory:
 
     async def refresh(self) -> None:
         """Read every record and the version together; rebuild the key index. Raises StoreError."""
-        reply = await self.store.eval(self._read, [self.records_key, self.version_key], [])
+        keys = [self.records_key, self.version_key]
+        reply = await self.store.eval(self._read, keys, [])
         version = int(reply[0])
+        if version < self.version and self.records:
+            # The version only grows: the store lost the directory (restarted without
+            # persistence, a failover behind the last writes). Put this replica's copy back.
+            flat: list[str] = []
+            for record in self.records.values():
+                flat += [record.id, record.model_dump_json()]
+            if await self.store.eval(self._restore, keys, [self.version, self.channel, *flat]):
+                log.warning("the store had lost the run-time consumers (version %d, this replica "
+                            "held %d): restored %d from this replica's copy", version, self.version,
+                            len(self.records))
+            reply = await self.store.eval(self._read, keys, [])
+            version = int(reply[0])
         records: dict[str, ConsumerRecord] = {}
         for i in range(1, len(reply) - 1, 2):
             name = _text(reply[i])
