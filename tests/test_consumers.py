@@ -151,3 +151,14 @@ async def test_runtime_consumers_survive_a_reload(gateway: tuple[GatewayApp, htt
     assert users is not None
     await app.reload(parse_config(_config(users)))
     assert (await client.get("/api/users", headers={"x-api-key": key})).status_code == 200
+
+
+async def test_the_openapi_document_describes_the_consumers_api(gateway: tuple[GatewayApp, httpx.AsyncClient]) -> None:
+    _, client = gateway
+    paths = (await client.get("/openapi.json")).json()["paths"]
+    create = paths["/admin/consumers"]["post"]
+    schema = create["requestBody"]["content"]["application/json"]["schema"]
+    assert schema["required"] == ["id"] and "limits" in schema["properties"]
+    assert "$ref" not in str(schema)
+    assert {"get", "patch", "delete"} <= set(paths["/admin/consumers/{consumer_id}"])
+    assert "post" in paths["/admin/consumers/{consumer_id}/keys"]

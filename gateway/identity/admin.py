@@ -69,6 +69,25 @@ class KeyRotation(_Body):
                          description="seconds the current keys stay valid beside the new one (0: revoked now)")
 
 
+def _inline(schema: Any, defs: dict[str, Any]) -> Any:
+    if isinstance(schema, dict):
+        ref = schema.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            return _inline(defs[ref.removeprefix("#/$defs/")], defs)
+        return {k: _inline(v, defs) for k, v in schema.items() if k != "$defs"}
+    if isinstance(schema, list):
+        return [_inline(v, defs) for v in schema]
+    return schema
+
+
+def _described(model: type[BaseModel]) -> dict[str, Any]:
+    """The OpenAPI request body of `model` (read and checked by the handler itself, after the
+    admin check, so an anonymous caller learns nothing from a validation error)."""
+    schema = model.model_json_schema()
+    return {"requestBody": {"required": True, "content": {
+        "application/json": {"schema": _inline(schema, schema.get("$defs", {}))}}}}
+
+
 def _refused(request: Request) -> Response | None:
     gateway = request.app.state.gateway
     caller = admin_caller(gateway, list(request.scope.get("headers") or []))
@@ -152,7 +171,7 @@ async def show_consumer(request: Request, consumer_id: str) -> Response:
 
 
 @router.post("", status_code=201, summary="Create a consumer; the answer holds its key, once",
-             responses={400: {}, 401: {}, 403: {}, 409: {}, 503: {}})
+             responses={400: {}, 401: {}, 403: {}, 409: {}, 503: {}}, openapi_extra=_described(ConsumerCreate))
 async def create_consumer(request: Request) -> Response:
     refused = _refused(request)
     if refused is not None:
@@ -179,7 +198,7 @@ async def create_consumer(request: Request) -> Response:
 
 
 @router.patch("/{consumer_id}", summary="Change a consumer's tier, own limits or enabled flag",
-              responses={400: {}, 401: {}, 403: {}, 404: {}, 503: {}})
+              responses={400: {}, 401: {}, 403: {}, 404: {}, 503: {}}, openapi_extra=_described(ConsumerUpdate))
 async def update_consumer(request: Request, consumer_id: str) -> Response:
     refused = _refused(request)
     if refused is not None:
@@ -209,7 +228,7 @@ async def update_consumer(request: Request, consumer_id: str) -> Response:
 
 @router.post("/{consumer_id}/keys", status_code=201,
              summary="Rotate the key: a new one (in the answer, once); the current ones expire after `grace`",
-             responses={400: {}, 401: {}, 403: {}, 404: {}, 503: {}})
+             responses={400: {}, 401: {}, 403: {}, 404: {}, 503: {}}, openapi_extra=_described(KeyRotation))
 async def rotate_key(request: Request, consumer_id: str) -> Response:
     refused = _refused(request)
     if refused is not None:
