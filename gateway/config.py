@@ -43,6 +43,8 @@ from gateway.ratelimit.settings import default_tiers, tier_short_form
 from gateway.settings import HTTP_METHODS as HTTP_METHODS
 from gateway.settings import Section as Section
 from gateway.settings import check_http_url, http_methods
+from gateway.settings import host_port as host_port
+from gateway.tls import TlsSettings
 
 ENV_PREFIX = "GATEWAY_"
 DEFAULT_CONFIG_FILE = "gateway.yaml"
@@ -208,15 +210,6 @@ class ProxySettings(Section):
         return value
 
 
-def host_port(value: str) -> tuple[str, int]:
-    """`127.0.0.1:9000`, `[::1]:9000`, `0.0.0.0:9000` -> (host, port); raises ValueError."""
-    host, sep, port = value.rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"{value!r} is not host:port")
-    return host, int(port)
-
-
 class AdminSettings(Section):
     """The admin listener: the admin API, the dashboard, the docs and the full metrics on a port
     of their own (as Kong's, APISIX's and Envoy's), off the public one."""
@@ -326,6 +319,7 @@ class GatewayConfig(Section):
     admin: AdminSettings = AdminSettings()
     control: ControlSettings = ControlSettings()
     reload: ReloadSettings = ReloadSettings()
+    tls: TlsSettings | None = Field(None, description="HTTPS on the public port (gateway/tls.py)")
     plugins: list[PluginSettings] = Field(default_factory=list)
 
     @model_validator(mode="before")

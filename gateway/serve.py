@@ -26,6 +26,7 @@ from typing import Any
 from gateway import pidfiles
 from gateway.config import ConfigError, ProxySettings, config_path, host_port, load_config
 from gateway.engine.server import Limits, Server
+from gateway.tls import TlsTerminator, redirect_handler
 
 log = logging.getLogger("gateway")
 
@@ -115,15 +116,25 @@ async def serve_process(config_file: str | None, host: str, port: int, grace: fl
             log.error("admin.listen: cannot listen on %s: %s", config.admin.listen, exc.strerror or exc)
             sock.close()
             return 1
-    server = Server(app, limits_from(config.proxy))
+    terminator = TlsTerminator(config.tls) if config.tls is not None else None
+    redirect_sock = redirect_server = None
+    if config.tls is not None and config.tls.redirect_from:
+        redirect_host, redirect_port = host_port(config.tls.redirect_from)
+        try:
+            redirect_sock = bind_socket(redirect_host, redirect_port, reuse_port=reuse_port)
+        except OSError as exc:
+            log.error("tls.redirect_from: cannot listen on %s: %s", config.tls.redirect_from,
+                      exc.strerror or exc)
+            _close(sock, admin_sock)
+            return 1
+        redirect_server = Server(redirect_handler(port), limits_from(config.proxy))
+    server = Server(app, limits_from(config.proxy), scheme="https" if terminator else "http")
     admin_server = Server(app.admin, limits_from(config.proxy)) if admin_sock is not None else None
     try:
         await app.start()
     except Exception:
         log.exception("start-up failed")
-        sock.close()
-        if admin_sock is not None:
-            admin_sock.close()
+        _close(sock, admin_sock, redirect_sock)
         with contextlib.suppress(Exception):
             await app.close()
         return 1
@@ -137,6 +148,8 @@ async def serve_process(config_file: str | None, host: str, port: int, grace: fl
     app.on_reload.append(lambda applied: server.set_limits(limits_from(applied.proxy)))
     if admin_server is not None:
         app.on_reload.append(lambda applied: admin_server.set_limits(limits_from(applied.proxy)))
+    if terminator is not None:
+        app.on_reload.append(lambda applied: _reload_certificates(terminator, applied))
     loop.add_signal_handler(signal.SIGHUP, reloader.request, "SIGHUP")
     reloader.start()
     record = None if worker else pidfiles.register(resolved)
@@ -147,14 +160,22 @@ async def serve_process(config_file: str | None, host: str, port: int, grace: fl
         bound = admin_sock.getsockname()
         app.admin_url = f"http://{_url_host(str(bound[0]))}:{bound[1]}"
         log.info("admin listener on %s (the admin API, dashboard, docs and full metrics)", app.admin_url)
-    await server.listen(sock=sock)
-    app.url = f"http://{host}:{sock.getsockname()[1]}"
+    if terminator is not None:
+        await server.listen(sock=sock, tls=terminator.context)
+    else:
+        await server.listen(sock=sock)
+    app.url = f"{server.scheme}://{host}:{sock.getsockname()[1]}"
+    if redirect_server is not None and redirect_sock is not None:
+        await redirect_server.listen(sock=redirect_sock)
+        log.info("redirecting plain HTTP on %s to HTTPS", config.tls.redirect_from if config.tls else "")
     log.info("listening on %s (pid %d)", app.url, os.getpid())
     await stop.wait()
     log.info("draining: in-flight requests have %gs", grace)
     app.gateway.draining = True
     if admin_server is not None:
         await admin_server.shutdown(min(grace, 5.0))
+    if redirect_server is not None:
+        await redirect_server.shutdown(min(grace, 5.0))
     await server.shutdown(grace)
     await reloader.close()
     await app.close()
@@ -162,6 +183,23 @@ async def serve_process(config_file: str | None, host: str, port: int, grace: fl
         pidfiles.unregister(record)
     log.info("stopped")
     return 0
+
+
+def _close(*socks: socket.socket | None) -> None:
+    for one in socks:
+        if one is not None:
+            one.close()
+
+
+def _reload_certificates(terminator: TlsTerminator, applied: Any) -> None:
+    """A reload's certificates, from the next handshake on (TLS on or off needs a restart)."""
+    if applied.tls is None:
+        log.warning("reload: tls was removed; the listener keeps serving HTTPS until a restart")
+        return
+    try:
+        terminator.reload(applied.tls)
+    except ValueError as exc:
+        log.error("reload: tls: %s; the previous certificates keep serving", exc)
 
 
 def _url_host(host: str) -> str:

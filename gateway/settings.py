@@ -45,3 +45,12 @@ def http_methods(value: list[str] | None) -> list[str] | None:
         if m not in HTTP_METHODS:
             raise ValueError(f"unknown HTTP method {m!r}")
     return upper
+
+
+def host_port(value: str) -> tuple[str, int]:
+    """`127.0.0.1:9000`, `[::1]:9000`, `0.0.0.0:9000` -> (host, port); raises ValueError."""
+    host, sep, port = value.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{value!r} is not host:port")
+    return host, int(port)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -172,12 +173,19 @@ class Server:
         return HttpConnection(self)
 
     async def listen(self, sock: Any = None, *, host: str | None = None, port: int | None = None,
-                     backlog: int = 2048) -> asyncio.base_events.Server:
+                     backlog: int = 2048, tls: ssl.SSLContext | None = None,
+                     handshake_timeout: float | None = None) -> asyncio.base_events.Server:
+        """Accept connections (TLS ones with `tls`: the handshake must end within
+        `handshake_timeout`, the head timeout's counterpart for a client that stalls there)."""
         loop = self.loop = asyncio.get_running_loop()
+        extra: dict[str, Any] = {}
+        if tls is not None:
+            extra = {"ssl": tls, "ssl_handshake_timeout": handshake_timeout or self.limits.header_timeout}
         if sock is not None:
-            server = await loop.create_server(self.protocol, sock=sock, backlog=backlog)
+            server = await loop.create_server(self.protocol, sock=sock, backlog=backlog, **extra)
         else:
-            server = await loop.create_server(self.protocol, host=host, port=port or 0, backlog=backlog)
+            server = await loop.create_server(self.protocol, host=host, port=port or 0, backlog=backlog,
+                                              **extra)
         self.servers.append(server)
         if self._sweeper is None:
             self._sweeper = loop.call_later(self.tick, self._sweep)

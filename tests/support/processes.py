@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -27,14 +28,14 @@ REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
 
 def wait_http(url: str, timeout: float = 15.0, proc: subprocess.Popen[bytes] | None = None,
-              status: int = 200) -> None:
+              status: int = 200, context: ssl.SSLContext | None = None) -> None:
     deadline = time.monotonic() + timeout
     last: object = None
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"process exited with {proc.returncode} before {url} answered")
         try:
-            with urllib.request.urlopen(url, timeout=1) as resp:
+            with urllib.request.urlopen(url, timeout=1, context=context) as resp:
                 if resp.status == status:
                     return
                 last = resp.status
@@ -186,10 +187,12 @@ class GatewayProcess(Process):
 
     def __init__(self, config: dict[str, Any], port: int | None = None, *, workers: int = 1,
                  env: dict[str, str] | None = None, log_path: str | None = None,
-                 config_path: str | None = None) -> None:
+                 config_path: str | None = None, tls_ca: str | None = None) -> None:
         """`config_path`: the file to write the config to (replicas of one deployment may
-        share one); by default a file of its own."""
+        share one); by default a file of its own. `tls_ca`: the config has `tls`, and this CA
+        verifies it (the URL is https)."""
         self.config = config
+        self.tls_ca = tls_ca
         self.port = port or free_port()
         # Its admin listener on a port of its own (replicas share this host), unless the config
         # says where (or none).
@@ -214,7 +217,7 @@ class GatewayProcess(Process):
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls_ca else 'http'}://127.0.0.1:{self.port}"
 
     @property
     def admin_url(self) -> str:
@@ -235,7 +238,8 @@ class GatewayProcess(Process):
             cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
         )
         try:
-            wait_http(self.url + "/ready", proc=self.proc, timeout=20)
+            context = ssl.create_default_context(cafile=self.tls_ca) if self.tls_ca else None
+            wait_http(self.url + "/ready", proc=self.proc, timeout=20, context=context)
         except Exception as exc:
             self.kill()
             raise RuntimeError(f"gateway failed to start: {exc}\n{self.log()}") from exc
